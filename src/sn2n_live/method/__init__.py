@@ -1,1 +1,65 @@
-"""Adaptive-SN2N: twins, risk-aware normalization, U-Net, training, tiling, packages."""
+"""Adaptive-SN2N: twins, risk-aware normalization, U-Net, training, tiling, packages.
+
+This package is pure computation: it never imports microscope, engine or GUI code.
+"""
+
+from sn2n_live.method._denoiser import Denoiser, TileRunner, TorchRunner
+from sn2n_live.method._package import (
+    FORMAT_VERSION,
+    ModelPackage,
+    ModelPackageError,
+    load_package,
+    save_package,
+)
+from sn2n_live.method._risk import (
+    NormalizationPolicy,
+    RiskClass,
+    RiskMap,
+    RiskThresholds,
+    TileMode,
+    analyze_risk,
+    decide_dataset_mode,
+    denormalize,
+    image_scale,
+    normalize_tiles,
+)
+from sn2n_live.method._tiling import TilePlan, fit_tile, gaussian_window, plan_tiles
+from sn2n_live.method._training import TrainingConfig, TrainingPairs, make_training_pairs, train
+from sn2n_live.method._twins import UpsampleMode, diagonal_twins, fourier_upsample, make_twins
+from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "PRESETS",
+    "Denoiser",
+    "ModelPackage",
+    "ModelPackageError",
+    "NormalizationPolicy",
+    "RiskClass",
+    "RiskMap",
+    "RiskThresholds",
+    "TileMode",
+    "TilePlan",
+    "TileRunner",
+    "TorchRunner",
+    "TrainingConfig",
+    "TrainingPairs",
+    "UNet",
+    "UNetConfig",
+    "UpsampleMode",
+    "analyze_risk",
+    "decide_dataset_mode",
+    "denormalize",
+    "diagonal_twins",
+    "fit_tile",
+    "fourier_upsample",
+    "gaussian_window",
+    "image_scale",
+    "load_package",
+    "make_training_pairs",
+    "make_twins",
+    "normalize_tiles",
+    "plan_tiles",
+    "save_package",
+    "train",
+]

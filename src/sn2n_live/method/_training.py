@@ -1,0 +1,834 @@
+"""Adaptive-SN2N training: twin pairs from single noisy frames and the self-constrained fit.
+
+Data generation follows the official aSN2N script (method.md §3.2): every frame is cut into
+``patch`` windows with 50 % overlap, every window is kept, and each window is split into
+diagonal twins that are Fourier up-sampled back to ``patch`` (§1.2-1.3).  The twins are then
+normalized with the scale the normalization policy assigns to the window (§3.6).
+
+Training minimizes the SN2N self-constrained loss (§2.2) with Adam (§2.3) on real
+mini-batches (not the upstream batch-size-1 loader), online dihedral augmentation (§1.5),
+a held-out validation split, ReduceLROnPlateau on the *validation* loss (SN2N steps it on
+the last batch's loss, a noisy signal), early stopping, a wall-clock budget, and exact
+checkpoint/resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+import sn2n_live
+from sn2n_live.method._package import ModelPackage
+from sn2n_live.method._risk import (
+    NormalizationPolicy,
+    RiskClass,
+    RiskThresholds,
+    TileMode,
+    analyze_risk,
+    classify_risk,
+    decide_dataset_mode,
+    image_scale,
+    normalize_tiles,
+    patch_statistics,
+)
+from sn2n_live.method._twins import UpsampleMode, make_twins
+from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
+
+__all__ = [
+    "StopReason",
+    "TrainingConfig",
+    "TrainingPairs",
+    "data_sha256",
+    "make_batches",
+    "make_training_pairs",
+    "random_dihedral",
+    "resolve_device",
+    "train",
+]
+
+StopReason = Literal["epochs", "early_stopping", "time_budget"]
+
+_CHECKPOINT_FORMAT = "sn2n-live-checkpoint"
+_CHECKPOINT_VERSION = 1
+# Settings that may change between a checkpoint and its resumption: they only bound the
+# run or choose the hardware, so the remaining trajectory is unchanged by them.
+_RESUMABLE_FIELDS = frozenset({"epochs", "max_minutes", "device"})
+
+
+class TrainingConfig(BaseModel):
+    """Settings of one Adaptive-SN2N training run.
+
+    Parameters
+    ----------
+    preset : str
+        Name of a U-Net in ``PRESETS`` (``"paper"``: the published 17.26 M network,
+        ``"lite"``: a small one). Ignored when ``unet`` is given.
+    unet : UNetConfig or None
+        Explicit network configuration, overriding ``preset``.
+    policy : {"dataset", "per_patch", "global", "local"}
+        Normalization policy (method.md §3.6). ``dataset`` is the official aSN2N rule.
+    thresholds : RiskThresholds
+        Risk rules and the image-scale clip percentile.
+    upsample : {"official", "exact", "none"}
+        Twin up-sampling (see ``make_twins``). ``"none"`` trains on half-size twins.
+    patch : int
+        Training window side (pixels): a power of two >= 16; the network input
+        (``patch``, or ``patch // 2`` without up-sampling) must be a multiple of
+        ``2**depth``. Windows are taken with stride ``patch // 2``.
+    batch_size : int
+        Pairs per optimizer step.
+    epochs : int
+        Maximum number of passes over the training pairs.
+    max_minutes : float or None
+        Wall-clock budget of one ``train`` call (data preparation included); training stops
+        after the step that exceeds it, then runs a final validation pass.
+    lr : float
+        Adam learning rate (SN2N: 2e-4).
+    betas : tuple of float
+        Adam betas (SN2N: (0.5, 0.999)).
+    consistency_weight : float
+        λ of the self-constrained loss; 0 keeps only the twin-to-twin terms.
+    val_fraction : float
+        Fraction of the windows held out for validation, in (0, 0.5).
+    patience : int
+        Early stopping after this many epochs without a better validation loss; the LR
+        halves after ``max(2, patience // 2)`` such epochs.
+    device : str
+        ``"auto"`` (CUDA if available, else CPU) or a torch device string.
+    seed : int
+        Seed of the weight init, the validation split, shuffling and augmentation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    preset: str = "paper"
+    unet: UNetConfig | None = None
+    policy: NormalizationPolicy = "dataset"
+    thresholds: RiskThresholds = Field(default_factory=RiskThresholds)
+    upsample: UpsampleMode = "official"
+    patch: int = 64
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(100, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    consistency_weight: float = Field(1.0, ge=0)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    patience: int = Field(10, ge=1)
+    device: str = "auto"
+    seed: int = Field(0, ge=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _check_betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"betas must both be in [0, 1), got {value}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value == "auto":
+            return value
+        try:
+            torch.device(value)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', got {value!r}"
+            ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_network_fit(self) -> TrainingConfig:
+        if self.unet is None and self.preset not in PRESETS:
+            raise ValueError(
+                f"preset {self.preset!r} is not a known U-Net preset; choose one of "
+                f"{sorted(PRESETS)} or pass an explicit `unet` configuration"
+            )
+        p = self.patch
+        if p < 16 or p & (p - 1):
+            raise ValueError(f"patch must be a power of two >= 16 (e.g. 64), got {p}")
+        size, multiple = self.input_size, self.unet_config.multiple
+        if size < multiple:
+            what = "patch // 2 (upsample='none' trains on half-size twins)"
+            raise ValueError(
+                f"the network input {what if self.upsample == 'none' else 'patch'} = {size} "
+                f"is smaller than 2**depth = {multiple} of the U-Net; use patch >= "
+                f"{multiple * (2 if self.upsample == 'none' else 1)} or a shallower U-Net"
+            )
+        return self
+
+    @property
+    def unet_config(self) -> UNetConfig:
+        """The U-Net this run trains: ``unet`` if given, else ``PRESETS[preset]``."""
+        return self.unet if self.unet is not None else PRESETS[self.preset]
+
+    @property
+    def input_size(self) -> int:
+        """Side of the training pairs fed to the network."""
+        return self.patch // 2 if self.upsample == "none" else self.patch
+
+
+@dataclass(frozen=True)
+class TrainingPairs:
+    """Normalized twin pairs ready for training.
+
+    Attributes
+    ----------
+    a, b
+        ``(M, 1, S, S)`` float32 CPU tensors in ``[0, 1]``; ``S`` is the patch (or half of
+        it with ``upsample="none"``).
+    high_risk
+        ``(M,)`` bool: the window was classified high risk on its frame-normalized
+        statistics (used by ``per_patch``, reported for all policies).
+    resolved_mode
+        The normalization actually applied (``dataset`` resolves to global or local).
+    dataset_high_risk_fraction
+        Pooled high-risk fraction of the risk analysis that decided the ``dataset`` policy;
+        None for the other policies.
+    """
+
+    a: torch.Tensor
+    b: torch.Tensor
+    high_risk: torch.Tensor
+    resolved_mode: TileMode
+    dataset_high_risk_fraction: float | None
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of pairs ``M``."""
+        return int(self.a.shape[0])
+
+    @property
+    def high_risk_fraction(self) -> float:
+        """Fraction of windows classified high risk."""
+        return float(self.high_risk.float().mean())
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for a config value (``"auto"``: CUDA if available, else CPU).
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` or a torch device string.
+
+    Returns
+    -------
+    torch.device
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device!r} was requested but CUDA is not available here; use "
+            "device='auto' or 'cpu'"
+        )
+    return resolved
+
+
+def data_sha256(frames: np.ndarray) -> str:
+    """SHA-256 of an array's bytes, shape and dtype (identifies the training data).
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        Any array.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    arr = np.ascontiguousarray(frames)
+    digest = hashlib.sha256(f"{arr.dtype.str}|{arr.shape}|".encode())
+    digest.update(memoryview(arr).cast("B"))
+    return digest.hexdigest()
+
+
+def _check_frames(frames: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim != 3:
+        raise ValueError(
+            f"training frames must be a (N, H, W) stack, got shape {arr.shape}; reshape "
+            "extra leading axes into N (frames.reshape(-1, H, W)) or add one for a single "
+            "frame (frame[None])"
+        )
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise ValueError(f"training frames must be integer or float, got dtype {arr.dtype}")
+    n, h, w = arr.shape
+    if n == 0:
+        raise ValueError("training frames are empty (N = 0); pass at least one frame")
+    if h < config.patch or w < config.patch:
+        raise ValueError(
+            f"training frames are {h}x{w}, smaller than the {config.patch}x{config.patch} "
+            "training patch; use a smaller `patch` or larger frames"
+        )
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"training frames contain {int(bad.sum())} NaN/inf values (first at index "
+                f"{where}); clean or mask them before training"
+            )
+    return arr
+
+
+def _frame_twins(
+    frame: np.ndarray, config: TrainingConfig, mode: TileMode
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Twin pairs ``(L, S, S)`` of every window of one frame, plus the window risk mask."""
+    th = config.thresholds
+    x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))
+    lo, hi = image_scale(x[None], th.clip_percentile)
+    p = config.patch
+    windows = x.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
+    n = windows.shape[0]
+    frame_lo, frame_hi = lo.expand(n), hi.expand(n)
+    unit, _, _ = normalize_tiles(windows, frame_lo, frame_hi, "global", th)
+    high_risk = classify_risk(*patch_statistics(unit), th) != int(RiskClass.LOW)
+    # The official twins are built on the frame shifted to start at 0 (its [0, 255] scale),
+    # so the up-sampler's clamp of negative ringing cuts at the frame minimum.
+    shifted = (windows - lo).numpy()
+    twin_a, twin_b = make_twins(shifted, config.upsample)
+    span = (hi - lo).expand(n)
+    zero = torch.zeros_like(span)
+    mask = high_risk if mode == "per_patch" else None
+    a, _, _ = normalize_tiles(torch.from_numpy(twin_a), zero, span, mode, th, high_risk=mask)
+    b, _, _ = normalize_tiles(torch.from_numpy(twin_b), zero, span, mode, th, high_risk=mask)
+    return a, b, high_risk
+
+
+def _pairs_from_checked(frames: np.ndarray, config: TrainingConfig) -> TrainingPairs:
+    ratio: float | None = None
+    mode: TileMode
+    if config.policy == "dataset":
+        maps = [analyze_risk(frame, config.thresholds) for frame in frames]
+        mode = decide_dataset_mode(maps, config.thresholds)
+        high = sum(int(np.count_nonzero(m.classes != RiskClass.LOW)) for m in maps)
+        ratio = high / sum(int(m.classes.size) for m in maps)
+    else:
+        mode = config.policy
+    parts = [_frame_twins(frame, config, mode) for frame in frames]
+    a = torch.cat([part[0] for part in parts]).unsqueeze(1).contiguous()
+    b = torch.cat([part[1] for part in parts]).unsqueeze(1).contiguous()
+    high_risk = torch.cat([part[2] for part in parts])
+    return TrainingPairs(
+        a=a, b=b, high_risk=high_risk, resolved_mode=mode, dataset_high_risk_fraction=ratio
+    )
+
+
+def make_training_pairs(frames: np.ndarray, config: TrainingConfig) -> TrainingPairs:
+    """Build normalized SN2N twin pairs from noisy frames (aSN2N data generation).
+
+    Each frame is cut into ``config.patch`` windows with stride ``patch // 2`` (all kept;
+    ``floor((H - P) / (P / 2)) + 1`` per axis), each window is split into diagonal twins
+    Fourier up-sampled back to the patch size, and both twins are normalized alike:
+
+    - ``global``: by the frame's image scale ``(min, p{clip_percentile})``;
+    - ``local``: each twin by its own min/max (official aSN2N local mode);
+    - ``per_patch``: the window is classified on its frame-normalized statistics; high-risk
+      windows use the frame scale for both twins, low-risk windows each twin's min/max;
+    - ``dataset``: every frame's risk map is pooled and the official rule picks global or
+      local.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(N, H, W)`` noisy frames of any real dtype, each at least ``patch`` on a side.
+    config : TrainingConfig
+        Patch, twin up-sampling, normalization policy and thresholds.
+
+    Returns
+    -------
+    TrainingPairs
+    """
+    return _pairs_from_checked(_check_frames(frames, config), config)
+
+
+def make_batches(n_samples: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffle ``range(n_samples)`` and cut it into full mini-batches.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of training pairs (>= 1).
+    batch_size : int
+        Pairs per batch; with fewer samples than that, one batch holds them all.
+    generator : torch.Generator
+        Source of the permutation (advanced by the call).
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``max(1, n_samples // batch_size)`` int64 index tensors of equal length; the
+        remainder of the permutation is dropped (a fresh shuffle each epoch uses it).
+    """
+    if n_samples < 1 or batch_size < 1:
+        raise ValueError(
+            f"make_batches: need n_samples >= 1 and batch_size >= 1, got {n_samples} and "
+            f"{batch_size}"
+        )
+    size = min(batch_size, n_samples)
+    order = torch.randperm(n_samples, generator=generator)
+    return list(order[: (n_samples // size) * size].split(size))
+
+
+def _dihedral_index(size: int) -> torch.Tensor:
+    """``(8, size*size)`` gather maps of the 8 dihedral transforms of a square image."""
+    grid = torch.arange(size * size).reshape(size, size)
+    maps = [
+        torch.rot90(base, k, dims=(0, 1)).reshape(-1)
+        for base in (grid, grid.flip(1))
+        for k in range(4)
+    ]
+    return torch.stack(maps)
+
+
+def random_dihedral(
+    a: torch.Tensor, b: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply one random dihedral transform per pair, the same to both twins.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        ``(B, C, S, S)`` twins.
+    generator : torch.Generator
+        CPU generator that draws the transforms (one of 8 per pair, identity included).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        The transformed twins, same shape and device.
+    """
+    n, c, h, w = a.shape
+    if h != w or a.shape != b.shape:
+        raise ValueError(
+            f"random_dihedral: twins must be equal square (B, C, S, S) batches, got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    choice = torch.randint(0, 8, (n,), generator=generator)
+    # One gather for the whole batch instead of a Python loop over samples.
+    index = _dihedral_index(h)[choice].to(a.device).unsqueeze(1).expand(n, c, h * w)
+    return (
+        a.reshape(n, c, h * w).gather(2, index).reshape(a.shape),
+        b.reshape(n, c, h * w).gather(2, index).reshape(b.shape),
+    )
+
+
+def _sn2n_loss(model: UNet, a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """Self-constrained loss ``(|f(A)-B| + |f(B)-A| + λ|f(A)-f(B)|) / (2 + λ)`` (MAE)."""
+    # One forward pass for both twins: half the kernel launches, and BatchNorm sees the pair.
+    out = model(torch.cat([a, b]))
+    fa, fb = out[: a.shape[0]], out[a.shape[0] :]
+    loss = (fa - b).abs().mean() + (fb - a).abs().mean()
+    if weight:
+        loss = loss + weight * (fa - fb).abs().mean()
+    return loss / (2.0 + weight)
+
+
+@torch.no_grad()
+def _validation_loss(
+    model: UNet,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    weight: float,
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    """Mean loss over the held-out pairs: eval-mode BN, no augmentation, fixed order."""
+    model.eval()
+    total = 0.0
+    for start in range(0, a.shape[0], batch_size):
+        xa = a[start : start + batch_size].to(device)
+        xb = b[start : start + batch_size].to(device)
+        total += float(_sn2n_loss(model, xa, xb, weight)) * xa.shape[0]
+    return total / a.shape[0]
+
+
+def _split(
+    n_pairs: int, config: TrainingConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, validation) window indices; validation gets at least one window."""
+    n_val = max(1, round(config.val_fraction * n_pairs))
+    if n_pairs - n_val < 1:
+        raise ValueError(
+            f"only {n_pairs} training window(s): need at least 2 (one to train, one to "
+            "validate); use more or larger frames or a smaller `patch`"
+        )
+    order = rng.permutation(n_pairs)
+    return torch.from_numpy(np.sort(order[n_val:])), torch.from_numpy(np.sort(order[:n_val]))
+
+
+def _fingerprint(data_hash: str, config: TrainingConfig) -> dict[str, str]:
+    settings = config.model_dump(mode="json", exclude=set(_RESUMABLE_FIELDS))
+    return {"data_sha256": data_hash, "config": json.dumps(settings, sort_keys=True)}
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@dataclass
+class _RunState:
+    """Everything that evolves during training (what a checkpoint stores)."""
+
+    epoch: int = 0  # completed epochs
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val: float = math.inf
+    best_epoch: int = 0
+    since_best: int = 0
+    seconds: float = 0.0
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+
+
+def _save_checkpoint(
+    path: Path,
+    *,
+    fingerprint: dict[str, str],
+    run: _RunState,
+    model: UNet,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+    generator: torch.Generator,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> None:
+    payload = {
+        "format": _CHECKPOINT_FORMAT,
+        "version": _CHECKPOINT_VERSION,
+        "fingerprint": fingerprint,
+        "epoch": run.epoch,
+        "model": _cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "best_state": run.best_state,
+        "best_val": run.best_val,
+        "best_epoch": run.best_epoch,
+        "since_best": run.since_best,
+        "seconds": run.seconds,
+        "history": {"train_loss": run.train_loss, "val_loss": run.val_loss, "lr": run.lr},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "generator": generator.get_state(),
+            "numpy": rng.bit_generator.state,
+        },
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target and rename: an interrupted save never leaves a torn file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"resume_from: checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/truncated files
+        raise ValueError(
+            f"resume_from: {path} is not a readable sn2n-live checkpoint ({exc}); it may be "
+            "truncated or from another tool, start a fresh run instead"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"resume_from: {path} is not an sn2n-live training checkpoint")
+    if payload.get("version") != _CHECKPOINT_VERSION:
+        raise ValueError(
+            f"resume_from: {path} has checkpoint version {payload.get('version')}, this "
+            f"sn2n-live reads version {_CHECKPOINT_VERSION}; start a fresh run"
+        )
+    saved = payload["fingerprint"]
+    if saved["data_sha256"] != fingerprint["data_sha256"]:
+        raise ValueError(
+            f"resume_from: {path} was written for different training frames (data sha256 "
+            f"{saved['data_sha256'][:12]}…, these frames {fingerprint['data_sha256'][:12]}…); "
+            "resume with the same frames or start a fresh run"
+        )
+    if saved["config"] != fingerprint["config"]:
+        old, new = json.loads(saved["config"]), json.loads(fingerprint["config"])
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise ValueError(
+            f"resume_from: {path} was written with different training settings "
+            f"({', '.join(changed)}); only {sorted(_RESUMABLE_FIELDS)} may change on resume. "
+            "Use the original settings or start a fresh run"
+        )
+    return payload
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("step {task.fields[step]}"),
+        TextColumn("train {task.fields[train]}"),
+        TextColumn("val {task.fields[val]}"),
+        TimeRemainingColumn(),
+        # stderr keeps stdout clean for command-line pipelines.
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def train(
+    frames: np.ndarray,
+    config: TrainingConfig,
+    *,
+    resume_from: Path | None = None,
+    checkpoint_path: Path | None = None,
+    progress: bool = True,
+    camera_offset_adu: float | None = None,
+) -> ModelPackage:
+    """Train an Adaptive-SN2N denoiser on noisy frames and return it as a model package.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(N, H, W)`` noisy frames (any real dtype), each at least ``config.patch`` a side.
+    config : TrainingConfig
+        Network, data generation and optimization settings.
+    resume_from : Path or None
+        Checkpoint written by an earlier call with the same frames and settings (only
+        ``epochs``, ``max_minutes`` and ``device`` may differ); training continues from its
+        last completed epoch and ends with the same weights as an uninterrupted run.
+    checkpoint_path : Path or None
+        Where to write a checkpoint (atomically) at the end of every completed epoch. An
+        epoch cut short by ``max_minutes`` is not checkpointed, so resuming redoes it.
+    progress : bool
+        Show a rich progress bar on stderr (epoch, step, losses, ETA); silent when False.
+    camera_offset_adu : float or None
+        Camera offset to record in the package for later inference.
+
+    Returns
+    -------
+    ModelPackage
+        The weights with the best validation loss, the normalization and twin settings,
+        training statistics and provenance.
+
+    Raises
+    ------
+    ValueError
+        For unusable frames (wrong shape or dtype, NaN/inf, smaller than the patch, fewer
+        than two windows), an unavailable device, or a checkpoint that is unreadable or was
+        written for other frames or settings.
+    """
+    started = time.monotonic()
+    checked = _check_frames(frames, config)
+    data_hash = data_sha256(checked)
+    fingerprint = _fingerprint(data_hash, config)
+    device = resolve_device(config.device)
+    pairs = _pairs_from_checked(checked, config)
+
+    rng = np.random.default_rng(config.seed)
+    train_idx, val_idx = _split(pairs.n_pairs, config, rng)
+    train_a, train_b = pairs.a[train_idx], pairs.b[train_idx]
+    val_a, val_b = pairs.a[val_idx], pairs.b[val_idx]
+    n_train = train_a.shape[0]
+
+    torch.manual_seed(config.seed)
+    model = UNet(config.unet_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.5, patience=max(2, config.patience // 2)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    run = _RunState()
+
+    if resume_from is not None:
+        saved = _load_checkpoint(Path(resume_from), fingerprint)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history = saved["history"]
+        run = _RunState(
+            epoch=saved["epoch"],
+            best_state=saved["best_state"],
+            best_val=saved["best_val"],
+            best_epoch=saved["best_epoch"],
+            since_best=saved["since_best"],
+            seconds=saved["seconds"],
+            train_loss=list(history["train_loss"]),
+            val_loss=list(history["val_loss"]),
+            lr=list(history["lr"]),
+        )
+        torch.set_rng_state(saved["rng"]["torch"])
+        if device.type == "cuda" and saved["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+        generator.set_state(saved["rng"]["generator"])
+        # The numpy generator only draws the split today; restoring it keeps any later
+        # numpy draw on the uninterrupted trajectory too.
+        rng.bit_generator.state = saved["rng"]["numpy"]
+
+    weight = config.consistency_weight
+    steps_per_epoch = max(1, n_train // config.batch_size)
+    deadline = None if config.max_minutes is None else started + 60.0 * config.max_minutes
+    prior_seconds = run.seconds
+    stopped: StopReason = "epochs"
+    with _progress_bar(progress) as bar:
+        task = bar.add_task(
+            "train",
+            total=config.epochs * steps_per_epoch,
+            completed=min(run.epoch, config.epochs) * steps_per_epoch,
+            epoch=f"{run.epoch}/{config.epochs}",
+            step="-",
+            train="-",
+            val=f"{run.val_loss[-1]:.4f}" if run.val_loss else "-",
+        )
+        while run.epoch < config.epochs:
+            if run.since_best >= config.patience:
+                stopped = "early_stopping"
+                break
+            model.train()
+            batches = make_batches(n_train, config.batch_size, generator)
+            loss_sum = torch.zeros((), device=device)
+            steps = 0
+            timed_out = False
+            for idx in batches:
+                a, b = random_dihedral(train_a[idx].to(device), train_b[idx].to(device), generator)
+                loss = _sn2n_loss(model, a, b, weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                steps += 1
+                if progress:  # reading the loss syncs the GPU: only when it is shown
+                    bar.update(
+                        task,
+                        advance=1,
+                        epoch=f"{run.epoch + 1}/{config.epochs}",
+                        step=f"{steps}/{len(batches)}",
+                        train=f"{float(loss_sum) / steps:.4f}",
+                    )
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    break
+            val = _validation_loss(model, val_a, val_b, weight, config.batch_size, device)
+            run.train_loss.append(float(loss_sum) / steps)
+            run.val_loss.append(val)
+            run.lr.append(float(optimizer.param_groups[0]["lr"]))
+            scheduler.step(val)
+            if val < run.best_val:
+                run.best_val, run.best_epoch, run.since_best = val, run.epoch + 1, 0
+                run.best_state = _cpu_state(model)
+            else:
+                run.since_best += 1
+            bar.update(task, val=f"{val:.4f}")
+            complete = steps == len(batches)
+            if complete:
+                run.epoch += 1
+                run.seconds = prior_seconds + time.monotonic() - started
+                if checkpoint_path is not None:
+                    _save_checkpoint(
+                        Path(checkpoint_path),
+                        fingerprint=fingerprint,
+                        run=run,
+                        model=model,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        generator=generator,
+                        rng=rng,
+                        device=device,
+                    )
+            if timed_out:
+                stopped = "time_budget"
+                break
+
+    run.seconds = prior_seconds + time.monotonic() - started
+    return _build_package(
+        config=config,
+        pairs=pairs,
+        run=run,
+        model=model,
+        stopped=stopped,
+        n_train=n_train,
+        n_val=int(val_a.shape[0]),
+        steps_per_epoch=steps_per_epoch,
+        data_hash=data_hash,
+        device=device,
+        camera_offset_adu=camera_offset_adu,
+    )
+
+
+def _build_package(
+    *,
+    config: TrainingConfig,
+    pairs: TrainingPairs,
+    run: _RunState,
+    model: UNet,
+    stopped: StopReason,
+    n_train: int,
+    n_val: int,
+    steps_per_epoch: int,
+    data_hash: str,
+    device: torch.device,
+    camera_offset_adu: float | None,
+) -> ModelPackage:
+    state = run.best_state if run.best_state is not None else _cpu_state(model)
+    training = {
+        "n_pairs_train": n_train,
+        "n_pairs_val": n_val,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_run": len(run.val_loss),
+        "epochs_completed": run.epoch,
+        "best_epoch": run.best_epoch,
+        "best_val_loss": run.best_val,
+        "stopped_reason": stopped,
+        "seconds": run.seconds,
+        "train_loss": list(run.train_loss),
+        "val_loss": list(run.val_loss),
+        "lr": list(run.lr),
+        "high_risk_fraction": pairs.high_risk_fraction,
+        "dataset_high_risk_fraction": pairs.dataset_high_risk_fraction,
+    }
+    provenance = {
+        "data_sha256": data_hash,
+        "seed": config.seed,
+        "config": config.model_dump_json(),
+        "versions": {
+            "sn2n_live": sn2n_live.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "created": datetime.now(UTC).isoformat(),
+        "device": str(device),
+    }
+    return ModelPackage(
+        unet=config.unet_config,
+        state_dict=state,
+        policy=config.policy,
+        resolved_mode=pairs.resolved_mode,
+        thresholds=config.thresholds,
+        upsample=config.upsample,
+        patch_size=config.patch,
+        camera_offset_adu=camera_offset_adu,
+        training=training,
+        provenance=provenance,
+    )

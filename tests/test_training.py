@@ -1,0 +1,345 @@
+"""Tests of Adaptive-SN2N data generation and training (tiny U-Nets, 96 px frames)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sn2n_live.method._package import load_package, save_package
+from sn2n_live.method._risk import RiskThresholds
+from sn2n_live.method._training import (
+    TrainingConfig,
+    data_sha256,
+    make_batches,
+    make_training_pairs,
+    random_dihedral,
+    train,
+)
+from sn2n_live.method._twins import make_twins
+from sn2n_live.method._unet import UNetConfig
+
+TINY = UNetConfig(depth=2, base_channels=4)
+# 32 px analysis patches give a 3x3 risk map on the 96 px test frames.
+THRESHOLDS = RiskThresholds(patch_size=32)
+
+
+def _config(**overrides: object) -> TrainingConfig:
+    settings: dict[str, object] = {
+        "unet": TINY,
+        "patch": 32,
+        "batch_size": 8,
+        "epochs": 2,
+        "val_fraction": 0.2,
+        "thresholds": THRESHOLDS,
+        "policy": "global",
+        "lr": 2e-3,
+        "device": "cpu",
+    }
+    settings.update(overrides)
+    return TrainingConfig(**settings)  # type: ignore[arg-type]
+
+
+def _blobs(n: int, shape: tuple[int, int] = (96, 96), *, n_blobs: int = 14, seed: int = 0):
+    """Gaussian blobs on a dark background with Poisson noise, as uint16 ADU (offset 100)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    frames = []
+    for _ in range(n):
+        clean = np.zeros(shape)
+        for cy, cx in rng.uniform((0, 0), shape, size=(n_blobs, 2)):
+            clean += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.5**2))
+        photons = 200.0 * clean / clean.max() + 1.0
+        frames.append(rng.poisson(photons) + 100)
+    return np.stack(frames).astype(np.uint16)
+
+
+def _texture(n: int, shape: tuple[int, int] = (96, 96), *, seed: int = 0) -> np.ndarray:
+    """A dense full-range texture with Poisson noise: every patch is low risk."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    clean = 0.5 + 0.5 * np.sin(2 * np.pi * xx / 7.0) * np.sin(2 * np.pi * yy / 9.0)
+    return (rng.poisson(200.0 * clean + 20.0, size=(n, *shape)) + 100).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return _blobs(2)
+
+
+@pytest.fixture(scope="module")
+def base_run(frames, tmp_path_factory):
+    """A 4-epoch run that also leaves its final checkpoint behind."""
+    ckpt = tmp_path_factory.mktemp("base") / "run.ckpt"
+    package = train(frames, _config(epochs=4), checkpoint_path=ckpt, progress=False)
+    return package, ckpt
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"patch": 48}, "power of two"),
+        ({"patch": 8}, "power of two >= 16"),
+        ({"patch": 16, "unet": UNetConfig(depth=5, base_channels=4)}, "2\\*\\*depth = 32"),
+        ({"patch": 32, "unet": UNetConfig(depth=5, base_channels=4), "upsample": "none"}, "32"),
+        ({"val_fraction": 0.5}, "val_fraction"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"epochs": 0}, "epochs"),
+        ({"max_minutes": 0.0}, "max_minutes"),
+        ({"unet": None, "preset": "huge"}, "preset 'huge'.*paper"),
+        ({"betas": (0.5, 1.0)}, "betas"),
+        ({"device": "toaster"}, "device"),
+        ({"learning_rate": 1e-3}, "learning_rate"),
+    ],
+)
+def test_config_rejects_bad_values_clearly(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**overrides)
+
+
+def test_config_resolves_preset_and_is_frozen():
+    config = TrainingConfig(preset="lite")
+    assert config.unet_config == UNetConfig(depth=3, base_channels=16)
+    assert _config().unet_config == TINY
+    with pytest.raises(ValueError, match="frozen"):
+        config.patch = 128  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+@pytest.mark.parametrize(("shape", "per_frame"), [((96, 96), 25), ((96, 80), 20), ((40, 33), 1)])
+def test_pairs_keep_every_half_overlapping_window(shape, per_frame):
+    pairs = make_training_pairs(_blobs(2, shape), _config())
+    # floor((H - P) / (P / 2)) + 1 windows per axis, every window kept.
+    assert per_frame == ((shape[0] - 32) // 16 + 1) * ((shape[1] - 32) // 16 + 1)
+    assert pairs.n_pairs == 2 * per_frame
+    for twin in (pairs.a, pairs.b):
+        assert twin.shape == (2 * per_frame, 1, 32, 32)
+        assert twin.dtype == torch.float32
+        assert float(twin.min()) >= 0.0 and float(twin.max()) <= 1.0
+    assert pairs.resolved_mode == "global"
+    assert pairs.high_risk.shape == (2 * per_frame,)
+
+
+def test_pairs_without_upsampling_are_half_size():
+    pairs = make_training_pairs(_blobs(1), _config(upsample="none"))
+    assert pairs.a.shape == (25, 1, 16, 16)
+
+
+def test_global_pairs_are_twins_on_the_frame_scale(frames):
+    pairs = make_training_pairs(frames[:1], _config(policy="global"))
+    frame = frames[0].astype(np.float32)
+    lo, hi = frame.min(), np.percentile(frame, 99.99)
+    # Window (row 1, col 2) of the 5x5 grid starts at (16, 32).
+    window = frame[16:48, 32:64] - lo
+    ref_a, ref_b = make_twins(window, "official")
+    index = 1 * 5 + 2
+    np.testing.assert_allclose(
+        pairs.a[index, 0].numpy(), np.clip(ref_a / (hi - lo), 0, 1), atol=2e-5
+    )
+    np.testing.assert_allclose(
+        pairs.b[index, 0].numpy(), np.clip(ref_b / (hi - lo), 0, 1), atol=2e-5
+    )
+    # The frame scale keeps dark windows dark: not every twin spans [0, 1].
+    assert float(pairs.a.amax(dim=(1, 2, 3)).min()) < 0.5
+
+
+def test_local_pairs_are_each_min_max_normalized(frames):
+    pairs = make_training_pairs(frames, _config(policy="local"))
+    for twin in (pairs.a, pairs.b):
+        np.testing.assert_allclose(twin.amin(dim=(1, 2, 3)).numpy(), 0.0, atol=1e-6)
+        np.testing.assert_allclose(twin.amax(dim=(1, 2, 3)).numpy(), 1.0, atol=1e-6)
+
+
+def test_per_patch_pairs_follow_the_window_risk():
+    # Left half dark background with blobs, right half dense texture: both risk classes.
+    mixed = _blobs(1, n_blobs=3)
+    mixed[:, :, 48:] = _texture(1)[:, :, 48:]
+    glob = make_training_pairs(mixed, _config(policy="global"))
+    local = make_training_pairs(mixed, _config(policy="local"))
+    mixed_pairs = make_training_pairs(mixed, _config(policy="per_patch"))
+    high = mixed_pairs.high_risk
+    assert mixed_pairs.resolved_mode == "per_patch"
+    assert 0 < int(high.sum()) < mixed_pairs.n_pairs
+    assert mixed_pairs.high_risk_fraction == pytest.approx(float(high.float().mean()))
+    for name in ("a", "b"):
+        got = getattr(mixed_pairs, name)
+        torch.testing.assert_close(got[high], getattr(glob, name)[high])
+        torch.testing.assert_close(got[~high], getattr(local, name)[~high])
+
+
+@pytest.mark.parametrize(("data", "expected"), [("dark", "global"), ("texture", "local")])
+def test_dataset_policy_resolves_from_the_pooled_risk(data, expected):
+    frames = _blobs(2, n_blobs=3) if data == "dark" else _texture(2)
+    pairs = make_training_pairs(frames, _config(policy="dataset"))
+    assert pairs.resolved_mode == expected
+    ratio = pairs.dataset_high_risk_fraction
+    assert ratio is not None
+    assert (ratio > THRESHOLDS.dataset_high_risk_fraction) == (expected == "global")
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (np.zeros((96, 96), np.uint16), r"\(N, H, W\)"),
+        (np.zeros((2, 96, 20), np.uint16), "96x20, smaller than the 32x32"),
+        (np.zeros((0, 96, 96), np.uint16), "empty"),
+        (np.zeros((1, 96, 96), bool), "integer or float"),
+        (np.full((1, 96, 96), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_bad_frames_raise_clear_errors(frames, message):
+    with pytest.raises(ValueError, match=message):
+        make_training_pairs(frames, _config())
+
+
+def test_training_needs_a_window_to_validate():
+    with pytest.raises(ValueError, match="only 1 training window"):
+        train(_blobs(1, (32, 32)), _config(), progress=False)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def test_make_batches_are_full_shuffled_mini_batches():
+    gen = torch.Generator().manual_seed(0)
+    first = make_batches(50, 8, gen)
+    second = make_batches(50, 8, gen)
+    assert [len(b) for b in first] == [8] * 6
+    flat = torch.cat(first)
+    assert len(set(flat.tolist())) == 48 and int(flat.max()) < 50
+    assert not torch.equal(flat, torch.cat(second))  # reshuffled every epoch
+    assert [len(b) for b in make_batches(5, 8, gen)] == [5]
+
+
+def test_random_dihedral_applies_one_shared_transform_per_pair():
+    image = torch.arange(16 * 16, dtype=torch.float32).reshape(1, 1, 16, 16)
+    options = [
+        torch.rot90(base, k, dims=(-2, -1)) for base in (image, image.flip(-1)) for k in range(4)
+    ]
+    a = image.repeat(64, 1, 1, 1)
+    out_a, out_b = random_dihedral(a, 2 * a, torch.Generator().manual_seed(1))
+    seen = set()
+    for sample_a, sample_b in zip(out_a, out_b, strict=True):
+        match = [i for i, opt in enumerate(options) if torch.equal(sample_a, opt[0])]
+        assert len(match) == 1
+        assert torch.equal(sample_b, 2 * sample_a)
+        seen.add(match[0])
+    assert seen == set(range(8))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_learns_and_reports(base_run, frames, tmp_path):
+    package, _ = base_run
+    stats = package.training
+    assert stats["stopped_reason"] == "epochs"
+    assert stats["epochs_run"] == 4 and len(stats["train_loss"]) == 4
+    assert stats["val_loss"][-1] < stats["val_loss"][0]
+    assert stats["train_loss"][-1] < stats["train_loss"][0]
+    assert stats["best_val_loss"] == min(stats["val_loss"])
+    assert stats["best_epoch"] == 1 + int(np.argmin(stats["val_loss"]))
+    # 50 windows: 10 validation, 40 training in full batches of 8.
+    assert (stats["n_pairs_train"], stats["n_pairs_val"], stats["steps_per_epoch"]) == (40, 10, 5)
+    assert stats["lr"] == [2e-3] * 4
+    assert package.resolved_mode == "global" and package.patch_size == 32
+    prov = package.provenance
+    assert prov["data_sha256"] == data_sha256(frames)
+    assert prov["device"] == "cpu" and prov["seed"] == 0
+    assert TrainingConfig.model_validate_json(prov["config"]) == _config(epochs=4)
+    assert set(prov["versions"]) == {"sn2n_live", "torch", "numpy", "python"}
+    assert all(t.device.type == "cpu" for t in package.state_dict.values())
+    # The package round-trips through a .sn2n file and denoises.
+    loaded = load_package(save_package(package, tmp_path / "model.sn2n"))
+    assert loaded.sha256 == package.sha256
+    with torch.no_grad():
+        out = loaded.build_model()(torch.rand(2, 1, 32, 32))
+    assert out.shape == (2, 1, 32, 32)
+
+
+def test_same_seed_same_weights_other_seed_different(base_run, frames):
+    package, _ = base_run
+    again = train(frames, _config(epochs=4), progress=False)
+    other = train(frames, _config(epochs=4, seed=1), progress=False)
+    for name, tensor in package.state_dict.items():
+        assert torch.equal(tensor, again.state_dict[name]), name
+    assert again.training["val_loss"] == package.training["val_loss"]
+    assert any(not torch.equal(t, other.state_dict[k]) for k, t in package.state_dict.items())
+
+
+def test_resume_matches_an_uninterrupted_run(base_run, frames, tmp_path):
+    package, full_ckpt = base_run
+    ckpt = tmp_path / "half.ckpt"
+    half = train(frames, _config(epochs=2), checkpoint_path=ckpt, progress=False)
+    assert half.training["epochs_run"] == 2
+    resumed = train(
+        frames, _config(epochs=4), resume_from=ckpt, checkpoint_path=ckpt, progress=False
+    )
+    for name, tensor in package.state_dict.items():
+        assert torch.equal(tensor, resumed.state_dict[name]), name
+    for key in ("train_loss", "val_loss", "lr", "best_epoch", "epochs_run"):
+        assert resumed.training[key] == package.training[key], key
+    # The final (not only the best) weights match too.
+    full = torch.load(full_ckpt, weights_only=True)
+    part = torch.load(ckpt, weights_only=True)
+    assert full["epoch"] == part["epoch"] == 4
+    for name, tensor in full["model"].items():
+        assert torch.equal(tensor, part["model"][name]), name
+
+
+def test_resume_refuses_other_data_or_settings(base_run, frames):
+    _, ckpt = base_run
+    with pytest.raises(ValueError, match="different training frames"):
+        train(_blobs(2, seed=5), _config(epochs=5), resume_from=ckpt, progress=False)
+    with pytest.raises(ValueError, match="different training settings \\(lr\\)"):
+        train(frames, _config(epochs=5, lr=1e-3), resume_from=ckpt, progress=False)
+
+
+def test_resume_rejects_a_file_that_is_not_a_checkpoint(frames, tmp_path):
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable sn2n-live checkpoint"):
+        train(frames, _config(), resume_from=bogus, progress=False)
+
+
+def test_time_budget_stops_cleanly_with_a_usable_package(frames, tmp_path):
+    ckpt = tmp_path / "budget.ckpt"
+    package = train(
+        frames, _config(epochs=500, max_minutes=0.001), checkpoint_path=ckpt, progress=False
+    )
+    stats = package.training
+    assert stats["stopped_reason"] == "time_budget"
+    assert stats["epochs_run"] < 500 and len(stats["val_loss"]) == stats["epochs_run"] >= 1
+    assert np.isfinite(stats["best_val_loss"])
+    with torch.no_grad():
+        out = package.build_model()(torch.rand(1, 1, 32, 32))
+    assert torch.isfinite(out).all()
+    # A partial epoch is never checkpointed.
+    if stats["epochs_completed"] == 0:
+        assert not ckpt.exists()
+
+
+def test_early_stopping_on_pure_noise():
+    rng = np.random.default_rng(3)
+    noise = (rng.poisson(50.0, size=(2, 96, 96)) + 100).astype(np.uint16)
+    package = train(noise, _config(epochs=40, patience=1, lr=1e-2), progress=False)
+    stats = package.training
+    assert stats["stopped_reason"] == "early_stopping"
+    assert stats["epochs_run"] < 40
+    # patience 1: the run ends one epoch after the last improvement.
+    assert stats["best_epoch"] == stats["epochs_run"] - 1
+
+
+def test_progress_bar_only_when_asked(frames, capsys):
+    train(frames, _config(epochs=1), progress=False)
+    silent = capsys.readouterr()
+    assert silent.out == "" and silent.err == ""
+    train(frames, _config(epochs=1), progress=True)
+    shown = capsys.readouterr()
+    assert shown.out == ""
+    assert "epoch" in shown.err and "val" in shown.err
