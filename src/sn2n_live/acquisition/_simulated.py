@@ -1,0 +1,423 @@
+"""A simulated low-light SIM microscope made of Python devices, plus the demo core.
+
+:func:`create_simulated_microscope` returns a pymmcore-plus ``UniMMCore`` whose camera,
+SLM and laser are Python devices: the camera renders the drifting simulated sample under
+the pattern shown on the SLM and exposes it through a noisy camera model, so the whole
+acquisition path (MDA runner, SLM events, handlers, writers) runs without hardware, GPU
+or network. :func:`create_demo_core` loads Micro-Manager's demo configuration
+(mm-test-adapters) for rigs without an SLM. :func:`release_core` must be called before
+dropping a core (see its docstring).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pymmcore
+from pymmcore_plus import CMMCorePlus, find_micromanager
+from pymmcore_plus.experimental.unicore import (
+    GenericDevice,
+    SimpleCameraDevice,
+    SLMDevice,
+    UniMMCore,
+    pymm_property,
+)
+
+from sn2n_live.simulation import CameraModel, SimulatedSample, StructureKind
+
+CAMERA_LABEL = "Camera"
+SLM_LABEL = "SLM"
+LASER_LABEL = "Laser"
+LASER_POWER_PROPERTY = "Power"
+
+MIN_SIDE_PX = 256
+MAX_SIDE_PX = 2048
+# 2 photons/ms at the brightest sample point: 20 photons at 10 ms and 100 % power under
+# full illumination (18 under a SIM pattern maximum), i.e. genuinely low light.
+DEFAULT_PHOTONS_PER_MS = 2.0
+DEFAULT_EXPOSURE_MS = 10.0
+_CANCEL_WAIT_S = 5.0
+
+
+class SimulatedSLM(SLMDevice):
+    """An 8-bit SLM that remembers the image it displays.
+
+    Illumination is the displayed image / 255. Before anything is displayed the SLM
+    passes all light (the camera then sees widefield illumination).
+
+    It reports no image-sequence support, so every SIM pattern is a separate snap:
+    pymmcore-plus 0.18.1's engine loads an SLM sequence for a hardware-triggered burst
+    but never starts it, which would show the first pattern for the whole burst.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)`` in pixels, the camera's shape.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        super().__init__()
+        self._shape = shape
+        self._loaded = np.zeros(shape, dtype=np.uint8)
+        self._displayed: np.ndarray | None = None
+        self._illumination: np.ndarray | None = None
+        self._exposure_ms = DEFAULT_EXPOSURE_MS
+
+    @property
+    def displayed(self) -> np.ndarray | None:
+        """The displayed ``(H, W)`` uint8 image, or None before the first display."""
+        return self._displayed
+
+    @property
+    def illumination(self) -> np.ndarray | None:
+        """Displayed image / 255 as float32, or None (all light) before the first display."""
+        return self._illumination
+
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    def set_image(self, pixels: np.ndarray) -> None:
+        # The core has already checked shape and dtype. Events share read-only pattern
+        # arrays, and the SLM never writes into them, so no copy is needed.
+        self._loaded = pixels
+
+    def get_image(self) -> np.ndarray:
+        return self._loaded
+
+    def display_image(self) -> None:
+        # Converted once per display, not once per frame of a burst.
+        self._illumination = self._loaded.astype(np.float32) * np.float32(1.0 / 255.0)
+        self._displayed = self._loaded
+
+    def set_exposure(self, interval_ms: float) -> None:
+        self._exposure_ms = float(interval_ms)
+
+    def get_exposure(self) -> float:
+        return self._exposure_ms
+
+
+class SimulatedLaser(GenericDevice):
+    """Excitation laser whose ``Power`` property (percent) scales the detected photons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._power_percent = 100.0
+
+    @pymm_property(limits=(0.0, 100.0), name=LASER_POWER_PROPERTY)
+    def power(self) -> float:
+        """Laser power in percent of maximum, 0..100."""
+        return self._power_percent
+
+    @power.setter
+    def power(self, value: float) -> None:
+        self._power_percent = float(value)
+
+    @property
+    def fraction(self) -> float:
+        """Laser power as a fraction of maximum, 0..1."""
+        return self._power_percent / 100.0
+
+
+class SimulatedCamera(SimpleCameraDevice):
+    """uint16 camera that images the simulated sample under the SLM's current pattern.
+
+    Expected photons of a frame are ``sample.at(t) * illumination * photons_per_ms *
+    exposure_ms * laser fraction`` with ``t`` the microscope clock at the start of the
+    exposure; :meth:`CameraModel.expose` turns them into noisy ADU.
+
+    Parameters
+    ----------
+    sample : SimulatedSample
+        The drifting ground-truth sample; its shape is the sensor shape.
+    slm : SimulatedSLM
+        The SLM whose displayed image illuminates the sample.
+    laser : SimulatedLaser
+        The laser whose power scales the signal.
+    camera_model : CameraModel
+        Offset, gain, read noise and bit depth.
+    photons_per_ms : float
+        Expected photons per millisecond at a sample point of value 1 under full
+        illumination and 100 % laser power.
+    clock : callable
+        Returns the microscope time in seconds (time 0 is when the camera was made).
+    rng : numpy.random.Generator
+        Source of the camera noise.
+    realtime : bool
+        If True, a frame takes at least its exposure time, like a real camera.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample: SimulatedSample,
+        slm: SimulatedSLM,
+        laser: SimulatedLaser,
+        camera_model: CameraModel,
+        photons_per_ms: float,
+        clock: Callable[[], float],
+        rng: np.random.Generator,
+        realtime: bool,
+    ) -> None:
+        super().__init__()
+        self.sample = sample
+        self.camera_model = camera_model
+        self._slm = slm
+        self._laser = laser
+        self._photons_per_ms = photons_per_ms
+        self._clock = clock
+        self._t0 = clock()
+        self._rng = rng
+        self._realtime = realtime
+        self._exposure_ms = DEFAULT_EXPOSURE_MS
+
+    def elapsed_s(self) -> float:
+        """Microscope time in seconds since the camera was made."""
+        return self._clock() - self._t0
+
+    def expected_photons(self, time_s: float) -> np.ndarray:
+        """Noise-free expected photons of a frame started at ``time_s``.
+
+        Uses the current SLM image, exposure and laser power.
+        """
+        scale = self._photons_per_ms * self._exposure_ms * self._laser.fraction
+        photons = self.sample.at(time_s)
+        photons *= np.float32(scale)
+        if (illumination := self._slm.illumination) is not None:
+            photons *= illumination
+        return photons
+
+    def sensor_shape(self) -> tuple[int, int]:
+        return self.sample.shape
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint16)
+
+    def get_exposure(self) -> float:
+        return self._exposure_ms
+
+    def set_exposure(self, exposure: float) -> None:
+        exposure = float(exposure)
+        if not (math.isfinite(exposure) and exposure >= 0):
+            raise ValueError(f"exposure must be a finite number of ms >= 0; got {exposure!r}")
+        self._exposure_ms = exposure
+
+    def snap(self, buffer: np.ndarray) -> dict[str, str]:
+        started = time.perf_counter()
+        time_s = self.elapsed_s()
+        buffer[:] = self.camera_model.expose(self.expected_photons(time_s), self._rng)
+        if self._realtime:
+            # Render first, then wait out the rest of the exposure.
+            remaining = self._exposure_ms / 1000.0 - (time.perf_counter() - started)
+            if remaining > 0:
+                time.sleep(remaining)
+        return {"SimulatedTime-s": f"{time_s:.6f}"}
+
+
+class SimulatedMicroscope(UniMMCore):
+    """A ``UniMMCore`` with a simulated camera, SLM and laser loaded.
+
+    Device labels: ``"Camera"`` (current camera), ``"SLM"`` (current SLM) and
+    ``"Laser"`` (property ``"Power"`` in percent). Autoshutter is off: there is no
+    shutter, the laser illuminates only while the camera exposes, and bleaching is
+    not modelled, so a shutter device would not change any frame. Create it with
+    :func:`create_simulated_microscope`.
+
+    Parameters
+    ----------
+    camera : SimulatedCamera
+        The camera; it references the SLM and laser below.
+    slm : SimulatedSLM
+        The SLM.
+    laser : SimulatedLaser
+        The laser.
+    """
+
+    def __init__(
+        self, *, camera: SimulatedCamera, slm: SimulatedSLM, laser: SimulatedLaser
+    ) -> None:
+        super().__init__()
+        self._sim_camera = camera
+        for label, device in ((CAMERA_LABEL, camera), (SLM_LABEL, slm), (LASER_LABEL, laser)):
+            self.loadPyDevice(label, device)
+            self.initializeDevice(label)
+        self.setCameraDevice(CAMERA_LABEL)
+        self.setSLMDevice(SLM_LABEL)
+        self.setAutoShutter(False)
+
+    @property
+    def sample(self) -> SimulatedSample:
+        """The ground-truth sample the camera images."""
+        return self._sim_camera.sample
+
+    @property
+    def camera_model(self) -> CameraModel:
+        """The camera's noise model."""
+        return self._sim_camera.camera_model
+
+    def elapsed_s(self) -> float:
+        """Microscope time in seconds (the time the next snap would image)."""
+        return self._sim_camera.elapsed_s()
+
+    def expected_adu(self, time_s: float | None = None) -> np.ndarray:
+        """Noise-free expected ADU of a frame under the current settings.
+
+        Parameters
+        ----------
+        time_s : float, optional
+            Microscope time of the frame; defaults to now (:meth:`elapsed_s`).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H, W)`` float32 expected ADU under the current SLM image, exposure and
+            laser power (the mean a snap would record).
+        """
+        when = self.elapsed_s() if time_s is None else time_s
+        return self.camera_model.expected_adu(self._sim_camera.expected_photons(when))
+
+
+def create_simulated_microscope(
+    *,
+    shape: Sequence[int] = (512, 512),
+    kind: StructureKind = "mixed",
+    photons_per_ms: float = DEFAULT_PHOTONS_PER_MS,
+    psf_sigma_px: float = 1.5,
+    drift_px_per_s: Sequence[float] = (0.3, 0.2),
+    camera: CameraModel = CameraModel(),  # noqa: B008 - frozen, so shared safely
+    seed: int = 0,
+    clock: Callable[[], float] = time.monotonic,
+    realtime: bool = True,
+) -> SimulatedMicroscope:
+    """Create a simulated low-light SIM microscope.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Camera and SLM ``(height, width)``, each 256..2048 px.
+    kind : {"filaments", "mitochondria", "puncta", "mixed"}
+        Sample structures, see :func:`sn2n_live.simulation.make_structures`.
+    photons_per_ms : float
+        Expected photons per millisecond at the brightest sample point under full
+        illumination at 100 % laser power, > 0. The default gives a peak of 20
+        photons at 10 ms.
+    psf_sigma_px : float
+        Gaussian PSF standard deviation in pixels, >= 0.
+    drift_px_per_s : sequence of float
+        Sample drift ``(vy, vx)`` in pixels per second of microscope time.
+    camera : CameraModel
+        Offset, gain, read noise and bit depth of the camera.
+    seed : int
+        Seed of the sample structures and of the camera noise.
+    clock : callable
+        Returns the current time in seconds; the microscope's time 0 is its value
+        now. Inject a fake clock for deterministic tests.
+    realtime : bool
+        If True, each frame takes at least its exposure time, like a real camera;
+        False renders as fast as the CPU allows.
+
+    Returns
+    -------
+    SimulatedMicroscope
+        The core, with devices ``"Camera"``, ``"SLM"`` and ``"Laser"``. Call
+        :func:`release_core` when done with it.
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is outside 256..2048 px or ``photons_per_ms`` is not > 0 (other
+        arguments are checked by :class:`~sn2n_live.simulation.SimulatedSample`).
+    """
+    try:
+        height, width = (int(side) for side in shape)
+    except (TypeError, ValueError):
+        height = width = -1
+    if not (MIN_SIDE_PX <= height <= MAX_SIDE_PX and MIN_SIDE_PX <= width <= MAX_SIDE_PX):
+        raise ValueError(
+            f"shape must be (height, width) with each side {MIN_SIDE_PX}..{MAX_SIDE_PX} px "
+            f"(a camera-sized field); got {shape!r}"
+        )
+    if not (isinstance(photons_per_ms, int | float) and math.isfinite(photons_per_ms)) or (
+        photons_per_ms <= 0
+    ):
+        raise ValueError(f"photons_per_ms must be a finite number > 0; got {photons_per_ms!r}")
+    sample = SimulatedSample(
+        (height, width),
+        kind=kind,
+        psf_sigma_px=psf_sigma_px,
+        drift_px_per_s=drift_px_per_s,
+        seed=seed,
+    )
+    slm = SimulatedSLM((height, width))
+    laser = SimulatedLaser()
+    sim_camera = SimulatedCamera(
+        sample=sample,
+        slm=slm,
+        laser=laser,
+        camera_model=camera,
+        photons_per_ms=float(photons_per_ms),
+        clock=clock,
+        # A separate stream from the structures, which SimulatedSample draws from `seed`.
+        rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))),
+        realtime=realtime,
+    )
+    return SimulatedMicroscope(camera=sim_camera, slm=slm, laser=laser)
+
+
+def create_demo_core() -> CMMCorePlus:
+    """Load Micro-Manager's demo configuration (DemoCamera etc., no SLM).
+
+    Returns
+    -------
+    CMMCorePlus
+        The core with ``MMConfig_demo.cfg`` loaded (512x512 uint16 camera, channel group
+        ``"Channel"``). Call :func:`release_core` when done with it.
+
+    Raises
+    ------
+    RuntimeError
+        If no Micro-Manager device adapters are installed.
+    """
+    if find_micromanager() is None:
+        raise RuntimeError(
+            "no Micro-Manager device adapters found: install mm-test-adapters "
+            "(`pip install mm-test-adapters`, matching pymmcore's device interface) or "
+            "point MICROMANAGER_PATH at a Micro-Manager installation"
+        )
+    core = CMMCorePlus()
+    core.loadSystemConfiguration()
+    return core
+
+
+def release_core(core: CMMCorePlus) -> None:
+    """Shut a core down so that the process can exit cleanly; do not use it afterwards.
+
+    Cancels a running MDA (waiting up to 5 s for it to stop), stops sequence
+    acquisition, unloads all devices and detaches the core's C++ notification callback.
+    Without this, a process that loaded a configuration aborts at exit about half of
+    the time ("FATAL: exception not rethrown"), when the C++ notification thread calls
+    into the finalizing interpreter. Drop your references to ``core`` afterwards.
+
+    Parameters
+    ----------
+    core : CMMCorePlus
+        The core to release (any ``CMMCorePlus``, including ``UniMMCore``).
+    """
+    if core.mda.is_running():
+        core.mda.cancel()
+        deadline = time.monotonic() + _CANCEL_WAIT_S
+        while core.mda.is_running() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if core.isSequenceRunning():
+        core.stopSequenceAcquisition()
+    core.unloadAllDevices()
+    # CMMCorePlus forbids registerCallback; the base class method is what detaches the
+    # relay (CMMCorePlus.__del__ does the same, but too late at interpreter exit).
+    pymmcore.CMMCore.registerCallback(core, None)
+    gc.collect()

@@ -1,0 +1,275 @@
+"""The simulated SIM microscope (Python devices in a UniMMCore) and the demo core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import useq
+from pymmcore_plus import CMMCorePlus
+
+from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.acquisition._simulated import (
+    SimulatedMicroscope,
+    create_demo_core,
+    create_simulated_microscope,
+    release_core,
+)
+
+SHAPE = (256, 256)
+OFFSET = 100.0  # CameraModel's default offset
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Frames = list[tuple[np.ndarray, useq.MDAEvent, dict]]
+
+
+def record(core: CMMCorePlus) -> Frames:
+    frames: Frames = []
+    core.mda.events.frameReady.connect(
+        lambda img, event, meta: frames.append((img.copy(), event, meta))
+    )
+    return frames
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_scope(clock: FakeClock) -> Iterator[Callable[..., SimulatedMicroscope]]:
+    made: list[SimulatedMicroscope] = []
+
+    def make(**kwargs: object) -> SimulatedMicroscope:
+        kwargs = {"shape": SHAPE, "clock": clock, "realtime": False, **kwargs}
+        made.append(create_simulated_microscope(**kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    yield make
+    for core in made:
+        release_core(core)
+
+
+def snap_mean_signal(core: SimulatedMicroscope, n: int = 2) -> float:
+    total = 0.0
+    for _ in range(n):
+        core.snapImage()
+        total += float(core.getImage().mean()) - OFFSET
+    return total / n
+
+
+def sim_run(core: SimulatedMicroscope, plan: SIMPlan) -> Frames:
+    frames = record(core)
+    events = plan.expand(
+        useq.MDASequence(time_plan={"interval": 0, "loops": 1}),
+        slm_shape=(core.getSLMHeight(), core.getSLMWidth()),
+    )
+    core.mda.run(events, output="memory")
+    return frames
+
+
+def test_devices_and_defaults(make_scope: Callable[..., SimulatedMicroscope]) -> None:
+    core = make_scope()
+    assert core.getCameraDevice() == "Camera" and core.getSLMDevice() == "SLM"
+    assert (core.getImageHeight(), core.getImageWidth()) == SHAPE
+    assert (core.getSLMHeight(), core.getSLMWidth()) == SHAPE
+    assert core.getExposure() == 10.0 and not core.getAutoShutter()
+    assert float(core.getProperty("Laser", "Power")) == 100.0
+    assert (
+        core.getPropertyLowerLimit("Laser", "Power"),
+        core.getPropertyUpperLimit("Laser", "Power"),
+    ) == (0, 100)
+    with pytest.raises(ValueError, match="allowed range"):
+        core.setProperty("Laser", "Power", 150)
+    # Genuinely low light by default: 20 photons at the brightest point, 10 ms, 100 %.
+    assert core.expected_adu().max() == pytest.approx(OFFSET + 20.0, rel=1e-4)
+
+
+def test_sim_plan_run_gives_one_frame_per_pattern(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    core = make_scope()
+    frames = sim_run(core, SIMPlan())
+    assert len(frames) == 9
+    assert all(img.dtype == np.uint16 and img.shape == SHAPE for img, _, _ in frames)
+    assert [(e.index["a"], e.index["h"]) for _, e, _ in frames] == [
+        (a, h) for a in range(3) for h in range(3)
+    ]
+    assert all(e.metadata["sim"]["set_size"] == 9 for _, e, _ in frames)
+    view = core.mda.get_view()
+    assert view is not None and view.shape == (9, *SHAPE)
+
+
+def test_patterns_modulate_frames_and_sum_out_over_phases(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    # Bright enough that noise is small against the pattern modulation.
+    core = make_scope(photons_per_ms=100.0, kind="filaments")
+    core.setSLMPixelsTo(255)
+    core.displaySLMImage()
+    widefield = core.expected_adu() - OFFSET  # time is frozen, so this holds for every frame
+
+    plan = SIMPlan()
+    frames = sim_run(core, plan)
+    raw = np.stack([img for img, _, _ in frames]).astype(np.float64).reshape(3, 3, *SHAPE) - OFFSET
+    patterns = plan.slm_patterns(SHAPE).astype(np.float64) / 255.0
+    expected = widefield * patterns  # (a, h, H, W) expected signal of each frame
+    noise = np.sqrt(expected + core.camera_model.read_noise_e**2)
+
+    # Each frame matches its own pattern within the noise, and not any other pattern.
+    for a in range(3):
+        for h in range(3):
+            own = np.sqrt(np.mean((raw[a, h] - expected[a, h]) ** 2 / noise[a, h] ** 2))
+            assert own < 1.1, (a, h, own)
+            for b in range(3):
+                for g in range(3):
+                    if (b, g) != (a, h):
+                        other = np.sqrt(
+                            np.mean((raw[a, h] - expected[b, g]) ** 2 / noise[b, g] ** 2)
+                        )
+                        assert other > 1.5 * own, (a, h, b, g)
+
+    # The mean over phases is widefield at the patterns' mean level (0.5): the
+    # modulation sums out, while single frames are far from it.
+    level = patterns.mean()
+    mean_noise = np.sqrt(np.mean(noise**2, axis=1) / 3)
+    for a in range(3):
+        residual = (raw[a].mean(axis=0) - level * widefield) / mean_noise[a]
+        assert np.sqrt(np.mean(residual**2)) < 1.1
+        single = (raw[a, 0] - level * widefield) / mean_noise[a]
+        assert np.sqrt(np.mean(single**2)) > 5
+
+
+def test_laser_power_scales_signal(make_scope: Callable[..., SimulatedMicroscope]) -> None:
+    core = make_scope()
+    full = snap_mean_signal(core)
+    full_truth = core.expected_adu() - OFFSET
+    core.setProperty("Laser", "Power", 50)
+    half = snap_mean_signal(core)
+    np.testing.assert_allclose(core.expected_adu() - OFFSET, full_truth / 2, rtol=1e-5, atol=1e-4)
+    assert half / full == pytest.approx(0.5, abs=0.03)
+    core.setProperty("Laser", "Power", 0)
+    assert abs(snap_mean_signal(core)) < 0.05
+
+
+def test_exposure_scales_signal(make_scope: Callable[..., SimulatedMicroscope]) -> None:
+    core = make_scope()
+    core.setExposure(5.0)
+    short = snap_mean_signal(core)
+    core.setExposure(20.0)
+    long = snap_mean_signal(core)
+    assert long / short == pytest.approx(4.0, rel=0.05)
+
+
+def test_drift_moves_the_sample_with_the_clock(
+    make_scope: Callable[..., SimulatedMicroscope], clock: FakeClock
+) -> None:
+    core = make_scope(photons_per_ms=50.0, drift_px_per_s=(0.3, 0.2))
+    assert core.elapsed_s() == 0.0
+    early_truth = core.expected_adu()
+    core.snapImage()
+    early = core.getImage().astype(np.float64)
+
+    clock.now += 10.0  # 3 px down, 2 px right
+    assert core.elapsed_s() == pytest.approx(10.0)
+    late_truth = core.expected_adu()
+    core.snapImage()
+    late = core.getImage().astype(np.float64)
+
+    np.testing.assert_allclose(late_truth, np.roll(early_truth, (3, 2), axis=(0, 1)), atol=0.5)
+
+    def corr(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.corrcoef(x.ravel(), y.ravel())[0, 1])
+
+    assert corr(late, late_truth) > corr(late, early_truth) + 0.1
+    assert corr(early, early_truth) > corr(early, late_truth) + 0.1
+
+
+def test_same_seed_and_clock_give_identical_frames(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    a, b, c = make_scope(seed=3), make_scope(seed=3), make_scope(seed=4)
+    snaps = []
+    for core in (a, b, c):
+        core.snapImage()
+        snaps.append(core.getImage().copy())
+    np.testing.assert_array_equal(snaps[0], snaps[1])
+    assert not np.array_equal(snaps[0], snaps[2])
+
+
+def test_hardware_sequenced_burst(make_scope: Callable[..., SimulatedMicroscope]) -> None:
+    core = make_scope()
+    frames = record(core)
+    core.mda.engine.use_hardware_sequencing = True
+    core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 10}))
+    assert len(frames) == 10
+    assert all(meta.get("hardware_triggered") for _, _, meta in frames)
+    assert [e.index["t"] for _, e, _ in frames] == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"shape": (128, 128)}, "256..2048"),
+        ({"shape": (256, 4096)}, "256..2048"),
+        ({"shape": (256,)}, "256..2048"),
+        ({"photons_per_ms": 0.0}, "photons_per_ms"),
+        ({"photons_per_ms": float("inf")}, "photons_per_ms"),
+        ({"drift_px_per_s": (1.0,)}, "drift_px_per_s"),
+    ],
+)
+def test_invalid_microscopes_are_rejected(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_simulated_microscope(**kwargs)
+
+
+@pytest.fixture
+def demo_core() -> Iterator[CMMCorePlus]:
+    core = create_demo_core()
+    core.setExposure(1.0)
+    yield core
+    release_core(core)
+
+
+def test_demo_core_runs_a_metadata_plan(demo_core: CMMCorePlus) -> None:
+    assert demo_core.getCameraDevice() == "Camera" and not demo_core.getSLMDevice()
+    frames = record(demo_core)
+    demo_core.mda.engine.use_hardware_sequencing = False
+    plan = SIMPlan(n_phases=5, pattern_source="metadata")
+    demo_core.mda.run(plan.expand(useq.MDASequence(channels=["DAPI"])))
+    assert len(frames) == 15
+    for k, (img, event, meta) in enumerate(frames):
+        assert img.shape == (512, 512)
+        assert event.metadata["sim"]["angle"] == k // 5 and event.metadata["sim"]["phase"] == k % 5
+        assert meta["mda_event"].metadata["sim"] == event.metadata["sim"]
+
+
+def test_demo_core_hardware_sequencing(demo_core: CMMCorePlus) -> None:
+    frames = record(demo_core)
+    demo_core.mda.engine.use_hardware_sequencing = True
+    demo_core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 20}, channels=["DAPI"]))
+    assert len(frames) == 20
+    assert all(meta["hardware_triggered"] for _, _, meta in frames)
+
+    # A metadata-only SIM plan merges into bursts too, each frame keeping its indices.
+    frames.clear()
+    plan = SIMPlan(pattern_source="metadata")
+    demo_core.mda.run(
+        plan.expand(useq.MDASequence(time_plan={"interval": 0, "loops": 2}, channels=["DAPI"]))
+    )
+    assert len(frames) == 18
+    assert all(meta["hardware_triggered"] for _, _, meta in frames)
+    assert [(e.index["t"], e.index["a"], e.index["h"]) for _, e, _ in frames] == [
+        (t, a, h) for t in range(2) for a in range(3) for h in range(3)
+    ]
