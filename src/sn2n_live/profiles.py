@@ -1,0 +1,236 @@
+"""Per-microscope acquisition and denoising profiles (``profiles/*.toml``).
+
+A profile says how to drive the microscope (camera, SIM plan, time-lapse), which model
+and engine denoise it, and how the run is saved. Profiles are validated with pydantic;
+:func:`load_profile` turns validation failures into :class:`ProfileError` messages that
+name the field, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sn2n_live.acquisition._sim_plan import SIMPlan
+
+__all__ = [
+    "AcquisitionPlan",
+    "CameraSettings",
+    "DenoiseSettings",
+    "MicroscopeSettings",
+    "OutputSettings",
+    "PilotSettings",
+    "Profile",
+    "ProfileError",
+    "SimulatedMicroscopeSettings",
+    "bundled_profiles",
+    "find_profile",
+    "load_profile",
+]
+
+EngineName = Literal["auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatedMicroscopeSettings(_Model):
+    """The simulated SIM microscope (Python camera + SLM on a real pymmcore-plus core)."""
+
+    shape: tuple[Annotated[int, Field(ge=256, le=2048)], Annotated[int, Field(ge=256, le=2048)]] = (
+        512,
+        512,
+    )
+    sample: Literal["filaments", "mitochondria", "puncta", "mixed"] = "mixed"
+    photons_per_ms: Annotated[float, Field(gt=0)] | None = None
+    drift_px_per_s: tuple[float, float] = (0.3, 0.2)
+    seed: int = 0
+
+
+class MicroscopeSettings(_Model):
+    """Which core to drive: the simulated rig, the Micro-Manager demo config, or a file."""
+
+    kind: Literal["simulated", "demo", "config"] = "simulated"
+    config_file: Path | None = None
+    simulated: SimulatedMicroscopeSettings = SimulatedMicroscopeSettings()
+
+    @model_validator(mode="after")
+    def _config_file_for_config_kind(self) -> MicroscopeSettings:
+        if self.kind == "config" and self.config_file is None:
+            raise ValueError("kind = 'config' needs config_file = 'path/to/MMConfig.cfg'")
+        return self
+
+
+class CameraSettings(_Model):
+    """Camera exposure, laser power and extra device properties set before a run."""
+
+    exposure_ms: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+    laser_power_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    properties: list[tuple[str, str, str]] = []
+
+
+class AcquisitionPlan(_Model):
+    """The live time-lapse: one SIM set (or one frame) per time point."""
+
+    timepoints: Annotated[int, Field(ge=1)] = 10
+    interval_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class PilotSettings(_Model):
+    """Pilot low-light frames acquired to train the model."""
+
+    timepoints: Annotated[int, Field(ge=1)] = 1
+    exposure_ms: Annotated[float, Field(gt=0)] | None = None
+    laser_power_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+
+
+class DenoiseSettings(_Model):
+    """Model, engine and tiling used for live denoising."""
+
+    model: Path | None = None
+    engine: EngineName = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] | None = None
+    tile: Annotated[int, Field(ge=16, le=4096)] | None = 64
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+
+    @model_validator(mode="after")
+    def _tile_power_of_two(self) -> DenoiseSettings:
+        if self.tile is not None and self.tile & (self.tile - 1):
+            raise ValueError(
+                f"tile = {self.tile} must be a power of two (e.g. 64, 128, 256), "
+                "or omitted for whole-frame inference"
+            )
+        return self
+
+
+class OutputSettings(_Model):
+    """How the run folder is written."""
+
+    format: Literal["ome-zarr", "ome-tiff"] = "ome-zarr"
+    denoised_dtype: Literal["float32", "uint16"] = "float32"
+    memory_budget_mb: Annotated[float, Field(gt=0)] = 1024.0
+    backlog_policy: Literal["complete", "preview"] = "complete"
+
+
+class Profile(_Model):
+    """One microscope's acquisition + denoising profile."""
+
+    name: str
+    description: str = ""
+    microscope: MicroscopeSettings = MicroscopeSettings()
+    camera: CameraSettings = CameraSettings()
+    sim: SIMPlan | None = None
+    acquisition: AcquisitionPlan = AcquisitionPlan()
+    pilot: PilotSettings = PilotSettings()
+    denoise: DenoiseSettings = DenoiseSettings()
+    output: OutputSettings = OutputSettings()
+
+    @model_validator(mode="after")
+    def _writer_can_store_layout(self) -> Profile:
+        if self.output.format == "ome-tiff":
+            if self.sim is not None:
+                raise ValueError(
+                    "output.format = 'ome-tiff' cannot store the SIM angle/phase axes; "
+                    "use 'ome-zarr' or remove [sim]"
+                )
+            if self.output.denoised_dtype != "uint16":
+                raise ValueError(
+                    "output.format = 'ome-tiff' stores denoised frames as uint16 only; "
+                    "set output.denoised_dtype = 'uint16' or use 'ome-zarr'"
+                )
+        if self.microscope.kind == "demo" and self.sim and self.sim.pattern_source == "slm":
+            raise ValueError(
+                "microscope.kind = 'demo' has no SLM; set sim.pattern_source = 'metadata'"
+            )
+        return self
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be read or does not validate."""
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile TOML file.
+
+    Relative paths inside the profile (model, config file) are resolved against the
+    profile's folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.toml`` file, or the name of a bundled profile (e.g. ``"demo-sim"``).
+
+    Raises
+    ------
+    ProfileError
+        With one line per problem: ``field: what is wrong (got VALUE)``.
+    """
+    path = find_profile(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ProfileError(f"{path}: not valid TOML: {err}") from err
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as err:
+        raise ProfileError(_describe(path, err)) from err
+    return _resolve_paths(profile, path.parent)
+
+
+def _describe(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s)"]
+    for problem in err.errors():
+        field = ".".join(str(p) for p in problem["loc"]) or "(profile)"
+        message = problem["msg"].removeprefix("Value error, ")
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {field}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(profile: Profile, base: Path) -> Profile:
+    updates: dict[str, Any] = {}
+    model = profile.denoise.model
+    if model is not None and not model.is_absolute():
+        updates["denoise"] = profile.denoise.model_copy(update={"model": base / model})
+    config = profile.microscope.config_file
+    if config is not None and not config.is_absolute():
+        updates["microscope"] = profile.microscope.model_copy(update={"config_file": base / config})
+    return profile.model_copy(update=updates) if updates else profile
+
+
+def _profile_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    # Source checkout (repo/profiles) first, then the copy shipped inside the wheel.
+    return [here.parents[1] / "profiles", here / "profiles"]
+
+
+def bundled_profiles() -> dict[str, Path]:
+    """Return the profiles shipped with sn2n-live, by name."""
+    found: dict[str, Path] = {}
+    for folder in _profile_dirs():
+        for file in sorted(folder.glob("*.toml")):
+            found.setdefault(file.stem, file)
+    return found
+
+
+def find_profile(name_or_path: str | Path) -> Path:
+    """Resolve a profile file path or a bundled profile name to a file.
+
+    Raises
+    ------
+    ProfileError
+        If neither a file nor a bundled profile of that name exists.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_profiles()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    names = ", ".join(bundled) or "none found"
+    raise ProfileError(f"No profile file {path}; bundled profiles: {names}")

@@ -1,0 +1,64 @@
+import pytest
+
+from sn2n_live.profiles import Profile, ProfileError, bundled_profiles, find_profile, load_profile
+
+
+def test_bundled_profiles_all_validate():
+    names = set(bundled_profiles())
+    assert {"demo-sim", "sim-3x3", "sim-3x5", "spinning-disk-sim"} <= names
+    for path in bundled_profiles().values():
+        assert isinstance(load_profile(path), Profile)
+
+
+def test_demo_profile_is_the_embedded_default():
+    profile = load_profile("demo-sim")
+    assert profile.microscope.kind == "simulated"
+    assert profile.microscope.simulated.shape == (512, 512)
+    assert profile.sim is not None and profile.sim.set_size == 9
+    assert load_profile("sim-3x5").sim.set_size == 15
+    assert load_profile("spinning-disk-sim").sim is None
+
+
+def test_relative_model_path_resolves_next_to_the_profile(tmp_path):
+    file = tmp_path / "p.toml"
+    file.write_text('name = "p"\n[denoise]\nmodel = "models/m.sn2n"\n')
+    assert load_profile(file).denoise.model == tmp_path / "models" / "m.sn2n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('name = "p"\n[sim]\nn_phases = 0\n', "sim.n_phases"),
+        ('name = "p"\n[denoise]\ntile = 100\n', "power of two"),
+        ('name = "p"\n[output]\nbacklog_policy = "fast"\n', "'complete' or 'preview'"),
+        ('name = "p"\n[camera]\nexposure = 5\n', "camera.exposure"),
+        ('name = "p"\n[microscope]\nkind = "config"\n', "config_file"),
+        (
+            'name = "p"\n[sim]\n[output]\nformat = "ome-tiff"\ndenoised_dtype = "uint16"\n',
+            "cannot store the SIM angle/phase axes",
+        ),
+        ('name = "p"\n[microscope]\nkind = "demo"\n[sim]\n', "pattern_source = 'metadata'"),
+        ("[denoise]\ntile = 64\n", "name"),
+        ('name = "p"\nthis is not toml', "not valid TOML"),
+    ],
+)
+def test_errors_name_the_field_value_and_allowed(tmp_path, toml, expected):
+    file = tmp_path / "bad.toml"
+    file.write_text(toml)
+    with pytest.raises(ProfileError, match=r"bad\.toml") as info:
+        load_profile(file)
+    assert expected in str(info.value)
+
+
+def test_error_shows_the_value_given(tmp_path):
+    file = tmp_path / "bad.toml"
+    file.write_text('name = "p"\n[acquisition]\ntimepoints = -3\n')
+    with pytest.raises(ProfileError) as info:
+        load_profile(file)
+    assert "acquisition.timepoints" in str(info.value)
+    assert "(got -3)" in str(info.value)
+
+
+def test_unknown_profile_lists_bundled(tmp_path):
+    with pytest.raises(ProfileError, match="demo-sim"):
+        find_profile(tmp_path / "nope.toml")
