@@ -9,12 +9,14 @@ from sn2n_live.method._risk import (
     RiskMap,
     RiskThresholds,
     analyze_risk,
+    background_floor,
     classify_risk,
     decide_dataset_mode,
     denormalize,
     image_scale,
     normalize_tiles,
     patch_statistics,
+    twin_noise_variance,
 )
 
 DEVICES = [
@@ -64,6 +66,7 @@ def test_threshold_defaults_are_the_official_script_values():
         "sparse_std_min": 0.075,
         "sparse_skew_min": 3.0,
         "dataset_high_risk_fraction": 0.10,
+        "noise_aware": True,  # sn2n-live's extension; False reproduces the official rules
     }
 
 
@@ -215,7 +218,8 @@ def test_classify_shape_mismatch():
 def test_analyze_risk_map_shape_values_and_fraction():
     rng = np.random.default_rng(5)
     frame, _ = _camera_frame(rng)
-    risk = analyze_risk(frame[:250, :200])  # partial edge patches are dropped
+    official = RiskThresholds(noise_aware=False)
+    risk = analyze_risk(frame[:250, :200], official)  # partial edge patches are dropped
     assert risk.classes.shape == risk.mean.shape == (3, 3)
     assert risk.classes.dtype == np.int8 and risk.std.dtype == np.float32
     assert risk.patch_size == 64
@@ -230,6 +234,40 @@ def test_analyze_risk_map_shape_values_and_fraction():
     # The recorded statistics are those of the image-normalized patch.
     patch = np.clip((crop[64:128, 0:64] - risk.lo) / (risk.hi - risk.lo), 0, 1)
     assert risk.std[1, 0] == pytest.approx(patch.std(), rel=1e-4)
+    # Noise-aware statistics agree on the classes here; background signal std is ~0.
+    aware = analyze_risk(frame[:250, :200])
+    np.testing.assert_array_equal(aware.classes, expected)
+    assert float(aware.std[1, 0]) < 0.25 * float(risk.std[1, 0])
+
+
+def test_noise_aware_rules_see_background_through_shot_noise():
+    # 5 photons at the peak: raw patch std is noise, so the official rules flag nothing.
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:256, :256]
+    signal = np.where(xx < 128, 5.0 * (0.5 + 0.5 * np.sin(yy / 3.0) * np.cos(xx / 4.0)), 0.0)
+    frame = 100.0 + rng.poisson(signal) + rng.normal(0.0, 1.5, signal.shape)
+    official = analyze_risk(frame, RiskThresholds(noise_aware=False))
+    aware = analyze_risk(frame)
+    assert official.high_risk_fraction == 0.0
+    background = np.zeros((4, 4), bool)
+    background[:, 2:] = True
+    assert np.all(aware.classes[background] != RiskClass.LOW)
+    assert np.all(aware.classes[~background] == RiskClass.LOW)
+    assert decide_dataset_mode([aware]) == "global"
+    assert decide_dataset_mode([official]) == "local"
+
+
+def test_twin_noise_variance_matches_pixel_noise_and_ignores_smooth_signal():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:64, :64]
+    smooth = 50.0 * np.sin(yy / 9.0) + 30.0 * np.cos(xx / 7.0)
+    noisy = smooth + rng.normal(0.0, 2.0, (16, 64, 64))
+    var = twin_noise_variance(torch.from_numpy(noisy))
+    # 1024 difference pixels per patch: each estimate within 20 %, their mean within 5 %.
+    np.testing.assert_allclose(var.numpy(), 4.0, rtol=0.2)
+    assert float(var.mean()) == pytest.approx(4.0, rel=0.05)
+    floor = background_floor(torch.from_numpy(np.stack([smooth, smooth + 7.0])), 32)
+    assert float(floor[1] - floor[0]) == pytest.approx(7.0, abs=1e-3)
 
 
 def test_analyze_risk_errors():

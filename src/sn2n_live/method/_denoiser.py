@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sn2n_live.method._package import ModelPackage
-from sn2n_live.method._risk import TileMode, denormalize, image_scale, normalize_tiles
+from sn2n_live.method._risk import (
+    TileMode,
+    background_floor,
+    denormalize,
+    image_scale,
+    normalize_tiles,
+)
 from sn2n_live.method._tiling import (
     TilePlan,
     blend_tiles,
@@ -325,13 +331,18 @@ class Denoiser:
         window: torch.Tensor,
     ) -> torch.Tensor:
         n_tiles = plan.n_tiles
+        thresholds = self.package.thresholds
+        floor = None
+        if self.mode == "per_patch" and thresholds.noise_aware:
+            floor = background_floor(x, thresholds.patch_size).repeat_interleave(n_tiles)
         tiles = extract_tiles(x, plan)
         normalized, tile_lo, tile_hi = normalize_tiles(
             tiles,
             lo.repeat_interleave(n_tiles),
             hi.repeat_interleave(n_tiles),
             self.mode,
-            self.package.thresholds,
+            thresholds,
+            floor=floor,
         )
         del tiles
         out = self._infer(normalized, self.batch_size)

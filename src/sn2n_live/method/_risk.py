@@ -68,6 +68,15 @@ class RiskThresholds(BaseModel):
     dataset_high_risk_fraction
         The ``dataset`` policy picks global normalization when the pooled high-risk patch
         fraction is strictly above this value.
+    noise_aware
+        Measure the rules on the *signal*, not the raw pixels (sn2n-live's extension;
+        ``False`` reproduces the official analysis). Each patch's noise variance is
+        estimated from its own diagonal twins (``Var(A - B)`` equals the per-pixel noise
+        variance) and removed from the patch variance, and patch means are measured from
+        the frame's background floor (the darkest patch mean) instead of its darkest,
+        noise-dominated pixel. At low photon counts raw patch statistics are dominated by
+        shot and read noise, so the official rules flag nothing and every policy falls
+        back to patch-wise normalization exactly where it hallucinates most.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -82,6 +91,7 @@ class RiskThresholds(BaseModel):
     sparse_std_min: float = Field(0.075, ge=0.0, le=1.0)
     sparse_skew_min: float = 3.0
     dataset_high_risk_fraction: float = Field(0.10, ge=0.0, le=1.0)
+    noise_aware: bool = True
 
 
 DEFAULT_THRESHOLDS = RiskThresholds()
@@ -195,6 +205,86 @@ def patch_statistics(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     g1 = m3 / safe_m2.pow(1.5)
     skew = torch.where(flat, torch.zeros_like(g1), g1 * (math.sqrt(n * (n - 1)) / (n - 2)))
     return mean, std, skew
+
+
+def background_floor(frames: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Background level of each frame: the lowest mean over its analysis patches.
+
+    Parameters
+    ----------
+    frames
+        ``(N, H, W)`` raw frames.
+    patch_size
+        Side of the non-overlapping patches (the whole frame if it is smaller).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` float32, in the frames' units.
+    """
+    x = _as_float(frames)
+    p = min(patch_size, x.shape[-2], x.shape[-1])
+    ny, nx = x.shape[-2] // p, x.shape[-1] // p
+    blocks = x[:, : ny * p, : nx * p].reshape(x.shape[0], ny, p, nx, p)
+    return blocks.mean(dim=(2, 4)).flatten(1).amin(dim=1)
+
+
+def twin_noise_variance(patches: torch.Tensor) -> torch.Tensor:
+    """Per-pixel noise variance of each patch, from its diagonal twins.
+
+    With independent pixel noise of variance s^2, the twins A (main diagonal mean) and B
+    (anti-diagonal mean) each carry s^2 / 2 and share the signal, so ``Var(A - B) = s^2``.
+
+    Parameters
+    ----------
+    patches
+        ``(..., P, P)`` raw patches (P even; an odd last row/column is ignored).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(...,)`` noise variance in squared input units.
+    """
+    x = _as_float(patches)
+    h, w = (x.shape[-2] // 2) * 2, (x.shape[-1] // 2) * 2
+    x = x[..., :h, :w]
+    diff = (x[..., ::2, ::2] + x[..., 1::2, 1::2] - x[..., ::2, 1::2] - x[..., 1::2, ::2]) / 2
+    return diff.flatten(-2).var(dim=-1, unbiased=False)
+
+
+def risk_statistics(
+    patches: torch.Tensor,
+    frame_lo: torch.Tensor,
+    frame_hi: torch.Tensor,
+    thresholds: RiskThresholds,
+    floor: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, std and skewness of raw patches in the units the risk rules expect.
+
+    Parameters
+    ----------
+    patches
+        ``(N, P, P)`` raw patches.
+    frame_lo, frame_hi
+        ``(N,)`` image-wise scale of each patch's frame (:func:`image_scale`).
+    thresholds
+        ``noise_aware`` picks the official statistics (on the clipped, image-normalized
+        patch) or the noise-aware ones (see :class:`RiskThresholds`).
+    floor
+        ``(N,)`` background floor of each patch's frame (:func:`background_floor`), used
+        when ``thresholds.noise_aware``; defaults to ``frame_lo``.
+    """
+    x = _as_float(patches)
+    lo = frame_lo.to(device=x.device, dtype=torch.float32)[:, None, None]
+    hi = frame_hi.to(device=x.device, dtype=torch.float32)[:, None, None]
+    if not thresholds.noise_aware:
+        return patch_statistics(_unit_scale(x, lo, hi))
+    # Without a floor, measure means from the frame minimum (the official reference).
+    base = (frame_lo if floor is None else floor).to(device=x.device, dtype=torch.float32)
+    span = (hi[:, 0, 0] - base).clamp_min(_FLAT_STD)
+    mean_raw, std_raw, skew = patch_statistics(x)
+    signal_var = (std_raw.square() - twin_noise_variance(x)).clamp_min(0.0)
+    return (mean_raw - base) / span, signal_var.sqrt() / span, skew
 
 
 def classify_risk(
@@ -320,15 +410,16 @@ def analyze_risk(
     x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(device)
     lo, hi = image_scale(x[None], thresholds.clip_percentile)
     ny, nx = h // p, w // p
-    unit = _unit_scale(x[: ny * p, : nx * p], lo, hi)
-    patches = unit.reshape(ny, p, nx, p).permute(0, 2, 1, 3)
-    mean, std, skew = patch_statistics(patches)
+    patches = x[: ny * p, : nx * p].reshape(ny, p, nx, p).permute(0, 2, 1, 3).reshape(-1, p, p)
+    n = patches.shape[0]
+    floor = background_floor(x[None], p).expand(n) if thresholds.noise_aware else None
+    mean, std, skew = risk_statistics(patches, lo.expand(n), hi.expand(n), thresholds, floor)
     classes = classify_risk(mean, std, skew, thresholds)
     return RiskMap(
-        classes=classes.cpu().numpy(),
-        mean=mean.cpu().numpy(),
-        std=std.cpu().numpy(),
-        skew=skew.cpu().numpy(),
+        classes=classes.reshape(ny, nx).cpu().numpy(),
+        mean=mean.reshape(ny, nx).cpu().numpy(),
+        std=std.reshape(ny, nx).cpu().numpy(),
+        skew=skew.reshape(ny, nx).cpu().numpy(),
         patch_size=p,
         lo=float(lo[0]),
         hi=float(hi[0]),
@@ -367,6 +458,7 @@ def normalize_tiles(
     mode: TileMode,
     thresholds: RiskThresholds,
     high_risk: torch.Tensor | None = None,
+    floor: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normalize tiles to ``[0, 1]`` with the scale the policy assigns to each tile.
 
@@ -386,6 +478,9 @@ def normalize_tiles(
     high_risk
         Optional ``(N,)`` bool mask, only for ``per_patch``: replaces the classification
         (training classifies a window once and applies the choice to both twins).
+    floor
+        Optional ``(N,)`` background floor of each tile's frame, for the noise-aware
+        classification in ``per_patch`` (see :func:`risk_statistics`).
 
     Returns
     -------
@@ -431,9 +526,8 @@ def normalize_tiles(
             lo, hi = t_lo, t_hi
         else:
             if high_risk is None:
-                unit = _unit_scale(x, f_lo[:, None, None], f_hi[:, None, None])
-                classes = classify_risk(*patch_statistics(unit), thresholds)
-                high = classes != int(RiskClass.LOW)
+                stats = risk_statistics(x, f_lo, f_hi, thresholds, floor)
+                high = classify_risk(*stats, thresholds) != int(RiskClass.LOW)
             else:
                 high = high_risk.to(x.device)
             lo = torch.where(high, f_lo, t_lo)

@@ -39,11 +39,12 @@ from sn2n_live.method._risk import (
     RiskThresholds,
     TileMode,
     analyze_risk,
+    background_floor,
     classify_risk,
     decide_dataset_mode,
     image_scale,
     normalize_tiles,
-    patch_statistics,
+    risk_statistics,
 )
 from sn2n_live.method._twins import UpsampleMode, make_twins
 from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
@@ -303,8 +304,9 @@ def _frame_twins(
     windows = x.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
     n = windows.shape[0]
     frame_lo, frame_hi = lo.expand(n), hi.expand(n)
-    unit, _, _ = normalize_tiles(windows, frame_lo, frame_hi, "global", th)
-    high_risk = classify_risk(*patch_statistics(unit), th) != int(RiskClass.LOW)
+    floor = background_floor(x[None], th.patch_size).expand(n) if th.noise_aware else None
+    stats = risk_statistics(windows, frame_lo, frame_hi, th, floor)
+    high_risk = classify_risk(*stats, th) != int(RiskClass.LOW)
     # The official twins are built on the frame shifted to start at 0 (its [0, 255] scale),
     # so the up-sampler's clamp of negative ringing cuts at the frame minimum.
     shifted = (windows - lo).numpy()
