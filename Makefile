@@ -35,6 +35,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/fidelity.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/engine_throughput.py --quick
 
 clean:
 	rm -rf $(VENV) demo-output

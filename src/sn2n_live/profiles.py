@@ -31,7 +31,9 @@ __all__ = [
     "load_profile",
 ]
 
-EngineName = Literal["auto", "tensorrt", "torch-cuda", "onnxruntime", "torch-cpu"]
+EngineName = Literal[
+    "auto", "tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime-cpu", "torch-cpu"
+]
 
 
 class _Model(BaseModel):

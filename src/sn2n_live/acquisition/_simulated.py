@@ -250,6 +250,10 @@ class SimulatedMicroscope(UniMMCore):
         self.setCameraDevice(CAMERA_LABEL)
         self.setSLMDevice(SLM_LABEL)
         self.setAutoShutter(False)
+        # OME writers need a physical pixel size: a 100x/1.4 objective on a 6.5 um sCMOS.
+        self.definePixelSizeConfig(PIXEL_SIZE_CONFIG)
+        self.setPixelSizeUm(PIXEL_SIZE_CONFIG, PIXEL_SIZE_UM)
+        self.setPixelSizeConfig(PIXEL_SIZE_CONFIG)
 
     @property
     def sample(self) -> SimulatedSample:
@@ -281,6 +285,10 @@ class SimulatedMicroscope(UniMMCore):
         """
         when = self.elapsed_s() if time_s is None else time_s
         return self.camera_model.expected_adu(self._sim_camera.expected_photons(when))
+
+
+PIXEL_SIZE_CONFIG = "sim-100x"
+PIXEL_SIZE_UM = 0.065
 
 
 def create_simulated_microscope(

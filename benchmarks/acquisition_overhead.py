@@ -1,0 +1,418 @@
+r"""What the live-denoise hook costs the camera.
+
+Runs the same MDA with and without :func:`live_denoise` attached, interleaved (A, B, C,
+A, B, C, ...), and reports the median camera frame rate of each condition and their
+ratio. The camera rate is frames / (``sequenceFinished`` - ``sequenceStarted``) taken on
+the acquisition thread, so the denoiser's catch-up after the acquisition is not counted
+(it is cancelled right after each timed run to keep the benchmark short).
+
+Conditions
+----------
+bare
+    ``core.mda.run(seq)``: nothing saved, nothing denoised (the camera's own speed).
+builtin_zarr
+    pymmcore-plus's built-in OME-Zarr sink (raw only, written on the acquisition thread):
+    what a user without sn2n-live would run to save raw frames.
+live
+    :func:`live_denoise` with the defaults (``complete`` policy, zarr-python backend, the
+    worker at nice +19) and ``denoise_threads=1``; a real U-Net (``lite`` preset, random
+    weights) denoises on the worker thread.
+live_nice0
+    As ``live`` with the worker at the acquisition's priority (``denoise_nice=0``).
+live_torch2
+    As ``live`` with torch's default thread count (2 here).
+live_tensorstore
+    As ``live`` with the tensorstore OME-Zarr backend.
+live_identity
+    As ``live`` with a denoiser that costs nothing: what saving raw + float32 denoised
+    frames alone costs.
+
+Cameras: DemoCamera (mm-test-adapters) at exposure 0 with ``FastImage=1`` (a camera that
+is itself CPU-bound) at 512^2 and 2048^2; DemoCamera at 512^2 with a 10 ms exposure (an
+exposure-bound camera, as in low-light SIM); the simulated SIM microscope
+(``acquisition/_simulated.py``, unicore Python camera + SLM, not real-time) at 512^2 with
+3x3 SIM sets.
+
+Also reported per live run: ``frameReady`` cost on the relay thread (median, p99 in µs),
+the most frames waiting for the denoiser and for the raw writer, the denoise latency
+(p50/p99), and one extra ``preview``-policy run for the live preview latency; plus the
+cost of ``frameReady`` called directly 5000 times (64^2 frames, writer and worker threads
+running), i.e. its intrinsic cost without the MDA's own threads competing.
+
+Writes ``benchmarks/results/acquisition_overhead.json``. Usage::
+
+    python benchmarks/acquisition_overhead.py            # ~3 min on 2 CPU cores
+    python benchmarks/acquisition_overhead.py --quick    # fewer repeats, 512^2 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import useq
+from pymmcore_plus import CMMCorePlus
+
+from sn2n_live.acquisition._live import FrameDenoiser, LiveDenoiseHandler, live_denoise
+from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.method._denoiser import Denoiser
+from sn2n_live.method._package import ModelPackage
+from sn2n_live.method._risk import RiskThresholds
+from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
+
+RESULTS = Path(__file__).parent / "results"
+
+# What each live condition changes from the default (complete policy, zarr-python,
+# torch.set_num_threads(1) in the worker, worker at nice +19).
+LIVE_OPTIONS: dict[str, dict[str, Any]] = {
+    "live": {},
+    "live_nice0": {"denoise_nice": 0},
+    "live_torch2": {"denoise_threads": None},
+    "live_tensorstore": {"zarr_backend": "tensorstore"},
+    "live_identity": {},
+    "live_preview": {"policy": "preview"},
+}
+
+
+class IdentityDenoiser:
+    """Costs nothing: isolates what saving raw + float32 denoised frames costs."""
+
+    provenance: ClassVar[dict[str, str]] = {"model_sha256": "identity", "engine": "none"}
+
+    def denoise(self, frames: Any) -> Any:
+        """Return the frames as float32."""
+        return frames.astype("float32")
+
+
+def make_denoiser(preset: str = "lite") -> Denoiser:
+    """Build a real Denoiser on random weights (``tiny``: depth 2, base 8, for 2048^2)."""
+    torch.manual_seed(0)
+    config = PRESETS["lite"] if preset == "lite" else UNetConfig(depth=2, base_channels=8)
+    package = ModelPackage(
+        unet=config,
+        state_dict=UNet(config).state_dict(),
+        policy="global",
+        resolved_mode="global",
+        thresholds=RiskThresholds(),
+        upsample="official",
+        patch_size=64,
+    )
+    return Denoiser(package, tile=None)
+
+
+class Timed:
+    """Acquisition-thread timestamps of sequenceStarted/Finished for one core."""
+
+    def __init__(self, core: CMMCorePlus) -> None:
+        self.t0 = self.t1 = 0.0
+        core.mda.events.sequenceStarted.connect(self._start)
+        core.mda.events.sequenceFinished.connect(self._end)
+
+    def _start(self, *_: Any) -> None:
+        self.t0 = time.perf_counter()
+
+    def _end(self, *_: Any) -> None:
+        self.t1 = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Acquisition time of the last run."""
+        return self.t1 - self.t0
+
+
+def run_condition(
+    name: str,
+    core: CMMCorePlus,
+    events: Any,
+    n_frames: int,
+    timer: Timed,
+    tmp: Path,
+    denoiser: FrameDenoiser,
+) -> dict[str, Any]:
+    out = tmp / f"{name}-{time.perf_counter_ns()}"
+    record: dict[str, Any] = {"condition": name}
+    if name == "bare":
+        core.mda.run(events)
+    elif name == "builtin_zarr":
+        core.mda.run(events, output=str(out) + ".ome.zarr")
+    else:
+        options = {"policy": "complete", "denoise_threads": 1, **LIVE_OPTIONS.get(name, {})}
+        model = IdentityDenoiser() if name == "live_identity" else denoiser
+        peaks = {"queue": 0, "raw_backlog": 0, "queued_mb": 0.0}
+
+        def on_stats(stats: Any) -> None:
+            peaks["queue"] = max(peaks["queue"], stats.queue_depth)
+            peaks["raw_backlog"] = max(peaks["raw_backlog"], stats.raw_backlog)
+            peaks["queued_mb"] = max(peaks["queued_mb"], stats.queued_mb)
+
+        with live_denoise(core, model=model, out=out, events=events, **options) as handler:
+            handler.events.stats.connect(on_stats)
+            core.mda.run(events)
+            t_acq = time.perf_counter()
+            if name != "live_preview":
+                handler.cancel_catch_up()
+        summary = handler.wait()
+        record.update(
+            frame_ready_p50_us=summary.frame_ready_p50_us,
+            frame_ready_p99_us=summary.frame_ready_p99_us,
+            latency_p50_ms=summary.latency_p50_ms,
+            latency_p99_ms=summary.latency_p99_ms,
+            denoise_fps=summary.denoise_fps,
+            denoised_during_run=summary.denoised_written,
+            raw_written=summary.raw_written,
+            max_queue_depth=peaks["queue"],
+            max_queued_mb=peaks["queued_mb"],
+            max_raw_backlog=peaks["raw_backlog"],
+            stores_closed_after_s=round(time.perf_counter() - t_acq, 3),
+            status=summary.status,
+        )
+        assert summary.raw_written == n_frames, summary.to_dict()
+    record["seconds"] = round(timer.seconds, 4)
+    record["fps"] = round(n_frames / timer.seconds, 2)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(str(out) + ".ome.zarr", ignore_errors=True)
+    return record
+
+
+def interleaved(
+    label: str,
+    core: CMMCorePlus,
+    events: Any,
+    n_frames: int,
+    conditions: list[str],
+    repeats: int,
+    denoiser: FrameDenoiser,
+    tmp: Path,
+) -> dict[str, Any]:
+    timer = Timed(core)
+    core.mda.run(events)  # warm-up: first-run costs (buffers, imports) hit nobody
+    runs: list[dict[str, Any]] = []
+    for rep in range(repeats):
+        for name in conditions:
+            record = run_condition(name, core, events, n_frames, timer, tmp, denoiser)
+            record["repeat"] = rep
+            runs.append(record)
+            gc.collect()
+            print(f"  {label:<22} {name:<17} rep {rep}: {record['fps']:8.1f} fps", flush=True)
+    medians = {
+        name: statistics.median(r["fps"] for r in runs if r["condition"] == name)
+        for name in conditions
+    }
+    out: dict[str, Any] = {"frames": n_frames, "median_fps": medians, "runs": runs}
+    out["ratio_vs_bare"] = {
+        name: round(medians[name] / medians["bare"], 4) for name in conditions if name != "bare"
+    }
+    live = [r for r in runs if r["condition"].startswith("live")]
+    if live:
+        out["frame_ready_us"] = {
+            "median_of_p50": statistics.median(r["frame_ready_p50_us"] for r in live),
+            "max_p99": max(r["frame_ready_p99_us"] for r in live),
+        }
+    return out
+
+
+def frame_ready_microbench(tmp: Path, n: int = 5000) -> dict[str, float]:
+    """Call a started handler's frameReady directly, as the relay thread would."""
+    events = list(useq.MDASequence(time_plan={"interval": 0, "loops": n}))
+    handler = LiveDenoiseHandler(IdentityDenoiser(), tmp / "microbench", events=events)
+    handler.sequenceStarted(None, {})
+    frame = np.zeros((64, 64), np.uint16)
+    costs = []
+    for i, event in enumerate(events):
+        meta = {"runner_time_ms": float(i)}
+        t0 = time.perf_counter()
+        handler.frameReady(frame, event, meta)
+        costs.append((time.perf_counter() - t0) * 1e6)
+    handler.sequenceFinished(None)
+    handler.wait()
+    return {
+        "p50_us": round(float(np.percentile(costs, 50)), 2),
+        "p99_us": round(float(np.percentile(costs, 99)), 2),
+    }
+
+
+def democam(size: int, exposure_ms: float = 0.0) -> CMMCorePlus:
+    """DemoCamera at ``size``^2; exposure 0 uses FastImage (no per-frame rendering)."""
+    core = CMMCorePlus()
+    core.loadSystemConfiguration()
+    core.setProperty("Camera", "OnCameraCCDXSize", size)
+    core.setProperty("Camera", "OnCameraCCDYSize", size)
+    core.setProperty("Camera", "FastImage", 1 if exposure_ms == 0 else 0)
+    core.setExposure(exposure_ms)
+    core.mda.engine.use_hardware_sequencing = False
+    return core
+
+
+def with_core(make: Callable[[], CMMCorePlus], body: Callable[[CMMCorePlus], Any]) -> Any:
+    from sn2n_live.acquisition._simulated import release_core
+
+    t0 = time.perf_counter()
+    core = make()
+    try:
+        out = body(core)
+    finally:
+        release_core(core)
+        del core
+        gc.collect()
+    if isinstance(out, dict):
+        out["section_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="512^2 only, 2 repeats")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    torch.set_num_threads(1)
+    denoiser = make_denoiser()
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "denoiser": {
+            "preset": "lite (2048^2: depth 2, base 8, so a cancelled catch-up ends quickly)",
+            "weights": "random",
+            "tile": None,
+            "device": "cpu",
+        },
+        "repeats": repeats,
+        "cameras": {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="sn2n-acq-bench-"))
+    try:
+        results["frame_ready_direct"] = frame_ready_microbench(tmp)
+        n512 = 300
+        seq512 = useq.MDASequence(time_plan={"interval": 0, "loops": n512})
+        conds512 = [
+            "bare",
+            "builtin_zarr",
+            "live",
+            "live_nice0",
+            "live_torch2",
+            "live_tensorstore",
+            "live_identity",
+        ]
+        results["cameras"]["democam_512"] = with_core(
+            lambda: democam(512),
+            lambda core: interleaved(
+                "DemoCamera 512^2", core, seq512, n512, conds512, repeats, denoiser, tmp
+            ),
+        )
+        results["cameras"]["democam_512_preview"] = with_core(
+            lambda: democam(512),
+            lambda core: run_condition(
+                "live_preview", core, seq512, n512, Timed(core), tmp, denoiser
+            ),
+        )
+        if not args.quick:
+            n_exp = 100
+            seq_exp = useq.MDASequence(time_plan={"interval": 0, "loops": n_exp})
+            results["cameras"]["democam_512_exposure10ms"] = with_core(
+                lambda: democam(512, exposure_ms=10.0),
+                lambda core: interleaved(
+                    "DemoCamera 512^2 10 ms",
+                    core,
+                    seq_exp,
+                    n_exp,
+                    ["bare", "builtin_zarr", "live", "live_nice0"],
+                    repeats,
+                    denoiser,
+                    tmp,
+                ),
+            )
+            n2048 = 40
+            seq2048 = useq.MDASequence(time_plan={"interval": 0, "loops": n2048})
+            tiny = make_denoiser("tiny")
+            results["cameras"]["democam_2048"] = with_core(
+                lambda: democam(2048),
+                lambda core: interleaved(
+                    "DemoCamera 2048^2",
+                    core,
+                    seq2048,
+                    n2048,
+                    ["bare", "builtin_zarr", "live"],
+                    repeats,
+                    tiny,
+                    tmp,
+                ),
+            )
+            results["cameras"]["simulated_sim_512"] = simulated(repeats, denoiser, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "acquisition_overhead.json"
+    path.write_text(json.dumps(results, indent=2))
+    print_summary(results)
+    print(f"wrote {path}")
+
+
+def simulated(repeats: int, denoiser: FrameDenoiser, tmp: Path) -> dict[str, Any]:
+    from sn2n_live.acquisition._simulated import create_simulated_microscope
+
+    plan = SIMPlan()
+    sets = 20
+    events = plan.expand(
+        useq.MDASequence(time_plan={"interval": 0, "loops": sets}), slm_shape=(512, 512)
+    )
+    return with_core(
+        lambda: create_simulated_microscope(shape=(512, 512), realtime=False),
+        lambda core: interleaved(
+            "simulated SIM 512^2",
+            core,
+            events,
+            len(events),
+            ["bare", "live"],
+            repeats,
+            denoiser,
+            tmp,
+        ),
+    )
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    print("\ncamera                 condition          median fps   ratio   frameReady us p50/p99")
+    for camera, data in results["cameras"].items():
+        if "median_fps" not in data:
+            continue
+        for name, fps in data["median_fps"].items():
+            ratio = data["ratio_vs_bare"].get(name, 1.0)
+            runs = [r for r in data["runs"] if r["condition"] == name and "frame_ready_p50_us" in r]
+            fr = ""
+            if runs:
+                p50 = statistics.median(r["frame_ready_p50_us"] for r in runs)
+                p99 = max(r["frame_ready_p99_us"] for r in runs)
+                fr = f"{p50:.1f} / {p99:.1f}"
+            print(f"{camera:<22} {name:<17} {fps:10.1f}   {ratio:5.3f}   {fr}")
+    direct = results.get("frame_ready_direct")
+    if direct:
+        print(f"\nframeReady called directly: p50 {direct['p50_us']} us, p99 {direct['p99_us']} us")
+    preview = results["cameras"].get("democam_512_preview")
+    if preview:
+        print(
+            f"\npreview policy 512^2: {preview['fps']} fps, denoised "
+            f"{preview['denoised_during_run']} frames live, latency p50/p99 "
+            f"{preview['latency_p50_ms']}/{preview['latency_p99_ms']} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Live denoising inside pymmcore-plus acquisitions: SIM plans, the live hook, writers.
+
+This package never imports Qt: previews poll :meth:`LiveDenoiseHandler.latest` or
+connect to its psygnal signals.
+"""
+
+from sn2n_live.acquisition._live import (
+    FrameDenoiser,
+    LatestPair,
+    LiveDenoiseEvents,
+    LiveDenoiseHandler,
+    RunSummary,
+    live_denoise,
+    load_denoiser,
+)
+from sn2n_live.acquisition._session import (
+    acquire_live,
+    acquire_pilot,
+    build_events,
+    open_microscope,
+)
+from sn2n_live.acquisition._sim_plan import SIMEventMetadata, SIMPlan, expand_sequence
+from sn2n_live.acquisition._simulated import (
+    SimulatedMicroscope,
+    create_demo_core,
+    create_simulated_microscope,
+    release_core,
+)
+from sn2n_live.acquisition._stats import LiveStats
+
+__all__ = [
+    "FrameDenoiser",
+    "LatestPair",
+    "LiveDenoiseEvents",
+    "LiveDenoiseHandler",
+    "LiveStats",
+    "RunSummary",
+    "SIMEventMetadata",
+    "SIMPlan",
+    "SimulatedMicroscope",
+    "acquire_live",
+    "acquire_pilot",
+    "build_events",
+    "create_demo_core",
+    "create_simulated_microscope",
+    "expand_sequence",
+    "live_denoise",
+    "load_denoiser",
+    "open_microscope",
+    "release_core",
+]

@@ -1,0 +1,188 @@
+"""Run a profile on a microscope: open the core, acquire pilot frames, acquire live.
+
+These are the building blocks of ``sn2n-live pilot``, ``acquire`` and ``demo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import useq
+
+from sn2n_live.acquisition._live import RunSummary, live_denoise
+from sn2n_live.acquisition._sim_plan import expand_sequence
+from sn2n_live.acquisition._simulated import (
+    create_demo_core,
+    create_simulated_microscope,
+    release_core,
+)
+from sn2n_live.acquisition._stats import LiveStats
+
+if TYPE_CHECKING:
+    from pymmcore_plus import CMMCorePlus
+
+    from sn2n_live.acquisition._live import FrameDenoiser
+    from sn2n_live.profiles import Profile
+
+__all__ = ["acquire_live", "acquire_pilot", "build_events", "open_microscope"]
+
+
+@contextmanager
+def open_microscope(profile: Profile) -> Iterator[CMMCorePlus]:
+    """Open the profile's microscope, apply its camera settings, release it afterwards.
+
+    Parameters
+    ----------
+    profile : Profile
+        ``microscope.kind`` picks the simulated SIM rig, Micro-Manager's demo
+        configuration, or a configuration file.
+
+    Yields
+    ------
+    CMMCorePlus
+        A ready core; its devices are unloaded when the block exits.
+    """
+    settings = profile.microscope
+    core: CMMCorePlus
+    if settings.kind == "simulated":
+        sim = settings.simulated
+        kwargs: dict[str, Any] = {
+            "shape": sim.shape,
+            "kind": sim.sample,
+            "drift_px_per_s": sim.drift_px_per_s,
+            "seed": sim.seed,
+        }
+        if sim.photons_per_ms is not None:
+            kwargs["photons_per_ms"] = sim.photons_per_ms
+        core = create_simulated_microscope(**kwargs)
+    elif settings.kind == "demo":
+        core = create_demo_core()
+    else:
+        from pymmcore_plus import CMMCorePlus
+
+        assert settings.config_file is not None  # enforced by the profile schema
+        if not settings.config_file.is_file():
+            raise FileNotFoundError(
+                f"Micro-Manager configuration {settings.config_file} not found; "
+                "set microscope.config_file in the profile"
+            )
+        core = CMMCorePlus()
+        core.loadSystemConfiguration(str(settings.config_file))
+    try:
+        core.setExposure(profile.camera.exposure_ms)
+        _set_laser(core, profile.camera.laser_power_percent)
+        for device, prop, value in profile.camera.properties:
+            core.setProperty(device, prop, value)
+        yield core
+    finally:
+        release_core(core)
+
+
+def _set_laser(core: CMMCorePlus, percent: float | None) -> None:
+    if percent is None:
+        return
+    if "Laser" not in core.getLoadedDevices():
+        raise ValueError(
+            "camera.laser_power_percent is set but this microscope has no 'Laser' device; "
+            "set the laser through camera.properties instead"
+        )
+    core.setProperty("Laser", "Power", percent)
+
+
+def build_events(
+    profile: Profile, core: CMMCorePlus, *, timepoints: int | None = None
+) -> list[useq.MDAEvent]:
+    """Expand the profile's time-lapse into MDA events, one SIM set per time point.
+
+    Parameters
+    ----------
+    profile : Profile
+        Supplies the time plan and the SIM plan (none: one frame per time point).
+    core : CMMCorePlus
+        Used for the SLM size when patterns go to an SLM.
+    timepoints : int, optional
+        Overrides ``profile.acquisition.timepoints``.
+    """
+    loops = timepoints or profile.acquisition.timepoints
+    sequence = useq.MDASequence(
+        time_plan={"interval": profile.acquisition.interval_s, "loops": loops},
+        axis_order="tpgcz",
+    )
+    slm_shape = None
+    if profile.sim is not None and profile.sim.pattern_source == "slm":
+        slm_shape = (core.getSLMHeight(), core.getSLMWidth())
+    return expand_sequence(sequence, profile.sim, slm_shape=slm_shape)
+
+
+def acquire_pilot(profile: Profile, out: str | Path, *, timepoints: int | None = None) -> Path:
+    """Acquire low-light pilot frames for training and save them as OME-TIFF.
+
+    Uses the profile's ``[pilot]`` exposure and laser power when given. The frames
+    are written by pymmcore-plus's own OME-TIFF sink, as a flat ``(frame, y, x)`` stack.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(f"Pilot output must be an OME-TIFF (.ome.tiff), got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open_microscope(profile) as core:
+        if profile.pilot.exposure_ms is not None:
+            core.setExposure(profile.pilot.exposure_ms)
+        _set_laser(core, profile.pilot.laser_power_percent)
+        events = build_events(profile, core, timepoints=timepoints or profile.pilot.timepoints)
+        core.mda.run(events, output=str(out))
+    return out
+
+
+def acquire_live(
+    profile: Profile,
+    *,
+    denoiser: FrameDenoiser,
+    out_dir: str | Path,
+    timepoints: int | None = None,
+    progress: Callable[[LiveStats], None] | None = None,
+) -> RunSummary:
+    """Run the profile's live time-lapse, denoising every frame, raw and denoised saved.
+
+    Parameters
+    ----------
+    profile : Profile
+        Microscope, time-lapse, SIM plan and output settings.
+    denoiser : FrameDenoiser
+        E.g. a :class:`sn2n_live.method.Denoiser` built for the profile's engine.
+    out_dir : str or Path
+        Run folder to create (``raw.ome.zarr``, ``denoised.ome.zarr``, ``run.json``).
+    timepoints : int, optional
+        Overrides ``profile.acquisition.timepoints``.
+    progress : callable, optional
+        Receives live statistics while the denoiser catches up after acquisition.
+
+    Returns
+    -------
+    RunSummary
+        Counts, timings and any denoiser error.
+    """
+    output = profile.output
+    with open_microscope(profile) as core:
+        events = build_events(profile, core, timepoints=timepoints)
+        with live_denoise(
+            core,
+            model=denoiser,
+            out=out_dir,
+            progress=progress,
+            events=events,
+            policy=output.backlog_policy,
+            memory_budget_mb=output.memory_budget_mb,
+            denoised_dtype=output.denoised_dtype,
+            file_format=output.format,
+            profile=profile.model_dump(mode="json"),
+        ) as handler:
+            core.mda.run(events)
+        return handler.wait()

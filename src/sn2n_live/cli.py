@@ -1,0 +1,391 @@
+"""The ``sn2n-live`` command line: train, denoise, acquire, demo, profiles, engines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+app = typer.Typer(
+    name="sn2n-live",
+    help="Live Adaptive-SN2N denoising for low-light (SIM) microscopy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+profile_app = typer.Typer(help="Check and list acquisition profiles.", no_args_is_help=True)
+engine_app = typer.Typer(
+    help="Inference engines: list backends, build TensorRT plans.", no_args_is_help=True
+)
+app.add_typer(profile_app, name="profile")
+app.add_typer(engine_app, name="engine")
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+Normalization = Literal["dataset", "per_patch", "global", "local"]
+
+
+class CliError(Exception):
+    """An error to report as one clear line, without a traceback."""
+
+
+def _friendly_errors(func: F) -> F:
+    """Turn expected user errors into a red message and exit code 2 (no traceback)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (CliError, ValueError, OSError, RuntimeError) as err:
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    # Our own messages at INFO; libraries (pymmcore-plus logs every device) only warn.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+    logging.getLogger("sn2n_live").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@app.command()
+@_friendly_errors
+def train(
+    pilot: Annotated[list[Path], typer.Argument(help="Pilot low-light stacks (TIFF/OME-Zarr).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model package to write (.sn2n).")],
+    preset: Annotated[str, typer.Option(help="U-Net preset: paper or lite.")] = "lite",
+    normalization: Annotated[
+        str, typer.Option(help="dataset | per_patch | global | local.")
+    ] = "dataset",
+    patch: Annotated[int, typer.Option(help="Training patch size (power of two).")] = 64,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 100,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop cleanly after this many minutes.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 32,
+    consistency_weight: Annotated[
+        float, typer.Option("--lambda", help="Weight of |f(A)-f(B)| in the loss.")
+    ] = 1.0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed (training is deterministic).")] = 0,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Write a resumable checkpoint here every epoch.")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Resume from this checkpoint.")] = None,
+    camera_offset: Annotated[
+        float | None, typer.Option(help="Camera offset in ADU, recorded in the package.")
+    ] = None,
+) -> None:
+    """Train an Adaptive-SN2N model on pilot low-light frames."""
+    from sn2n_live.io import read_frames
+    from sn2n_live.method import TrainingConfig, save_package
+    from sn2n_live.method import train as train_model
+
+    frames = read_frames(pilot)
+    config = TrainingConfig(
+        preset=preset,
+        policy=normalization,
+        patch=patch,
+        epochs=epochs,
+        max_minutes=max_minutes,
+        batch_size=batch_size,
+        consistency_weight=consistency_weight,
+        device=device,
+        seed=seed,
+    )
+    console.print(f"Training on {len(frames)} frames of {frames.shape[1]}x{frames.shape[2]}")
+    package = train_model(
+        frames,
+        config,
+        resume_from=resume,
+        checkpoint_path=checkpoint,
+        camera_offset_adu=camera_offset,
+        progress=True,
+    )
+    path = save_package(package, out)
+    stats = package.training
+    console.print(
+        f"[green]Saved[/] {path}  (mode {package.resolved_mode}, "
+        f"epochs {stats.get('epochs_run')}, best val loss {stats.get('best_val_loss'):.4g}, "
+        f"stopped: {stats.get('stopped_reason')})"
+    )
+
+
+def _parse_tile(tile: str) -> int | None:
+    if tile == "whole":
+        return None
+    if not tile.isdigit():
+        raise CliError(f"--tile must be a power of two or 'whole', got {tile!r}")
+    return int(tile)
+
+
+@app.command()
+@_friendly_errors
+def denoise(
+    input: Annotated[Path, typer.Argument(help="Stack to denoise (TIFF/OME-TIFF/OME-Zarr).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model package (.sn2n).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output (.ome.tif or .ome.zarr).")],
+    dtype: Annotated[str, typer.Option(help="float32 or uint16.")] = "float32",
+    tile: Annotated[
+        str | None, typer.Option(help="Tile size, or 'whole' (global mode only).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Tiles per inference batch.")] = 64,
+    engine: Annotated[str, typer.Option(help="auto | onnxruntime | torch-cpu | ...")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Denoise a stack frame by frame, writing float32 (or uint16) plus provenance."""
+    from sn2n_live.io import StackWriter, open_stack
+    from sn2n_live.method import load_package
+
+    if dtype not in ("float32", "uint16"):
+        raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
+    package = load_package(model)
+    stack = open_stack(input)
+    denoiser = _make_denoiser(package, tile, batch_size, engine)
+    provenance = {**denoiser.provenance, "source": str(input), "model": str(model)}
+    frames_per_chunk = 9
+    with (
+        StackWriter(
+            out,
+            shape=stack.shape,
+            axes=stack.axes,
+            dtype=dtype,  # type: ignore[arg-type]
+            provenance=provenance,
+            overwrite=overwrite,
+        ) as writer,
+        _progress() as progress,
+    ):
+        task = progress.add_task("denoising", total=stack.n_frames)
+        for chunk in stack.iter_chunks(frames_per_chunk):
+            writer.write(denoiser.denoise(chunk))
+            progress.advance(task, len(chunk))
+    console.print(f"[green]Wrote[/] {out}  ({stack.n_frames} frames, {dtype})")
+
+
+def _make_denoiser(
+    package: Any,
+    tile: str | int | None,
+    batch_size: int,
+    engine: str,
+    precision: str | None = None,
+) -> Any:
+    """Build a Denoiser on the chosen engine; ``tile`` None means the package's patch."""
+    from sn2n_live.engine import InputShapes, select_engine
+    from sn2n_live.method import Denoiser
+
+    if tile is None:
+        tile_size: int | None = package.patch_size
+    elif isinstance(tile, int):
+        tile_size = tile
+    else:
+        tile_size = _parse_tile(tile)
+    shapes = InputShapes.for_tiles(tile_size, batch_size) if tile_size else None
+    runner = select_engine(package, engine, precision=precision, tile_shapes=shapes)  # type: ignore[arg-type]
+    return Denoiser(package, tile=tile_size, batch_size=batch_size, runner=runner)
+
+
+@app.command()
+@_friendly_errors
+def info(model: Annotated[Path, typer.Argument(help="Model package (.sn2n).")]) -> None:
+    """Show a model package's architecture, normalization and provenance."""
+    from sn2n_live.method import load_package
+
+    package = load_package(model)
+    summary = {
+        "sha256": package.sha256,
+        "unet": package.unet.model_dump(),
+        "policy": package.policy,
+        "resolved_mode": package.resolved_mode,
+        "patch_size": package.patch_size,
+        "upsample": package.upsample,
+        "camera_offset_adu": package.camera_offset_adu,
+        "training": {k: v for k, v in package.training.items() if "curve" not in k},
+        "provenance": package.provenance,
+    }
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@profile_app.command("check")
+@_friendly_errors
+def profile_check(file: Annotated[Path, typer.Argument(help="Profile TOML file.")]) -> None:
+    """Validate a profile and print pointed errors (field, value, what is allowed)."""
+    from sn2n_live.profiles import load_profile
+
+    profile = load_profile(file)
+    sim = profile.sim
+    plan = f"{sim.n_angles}x{sim.n_phases} SIM" if sim else "no pattern axis"
+    console.print(
+        f"[green]OK[/] {file}: '{profile.name}', {profile.microscope.kind} microscope, {plan}, "
+        f"{profile.acquisition.timepoints} time points, {profile.output.format}"
+    )
+
+
+@profile_app.command("list")
+def profile_list() -> None:
+    """List the profiles bundled with sn2n-live."""
+    from sn2n_live.profiles import bundled_profiles
+
+    for name, path in bundled_profiles().items():
+        typer.echo(f"{name}\t{path}")
+
+
+@app.command()
+@_friendly_errors
+def pilot(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile file or name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pilot stack (.ome.tiff).")],
+    timepoints: Annotated[
+        int | None, typer.Option(help="Time points (default: the profile's [pilot]).")
+    ] = None,
+) -> None:
+    """Acquire pilot low-light frames to train a model on."""
+    from sn2n_live.acquisition import acquire_pilot
+    from sn2n_live.profiles import load_profile
+
+    path = acquire_pilot(load_profile(profile), out, timepoints=timepoints)
+    console.print(f"[green]Wrote[/] {path}; train with: sn2n-live train {path} --out model.sn2n")
+
+
+@app.command()
+@_friendly_errors
+def acquire(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile file or name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Model package (default: profile's).")
+    ] = None,
+    timepoints: Annotated[int | None, typer.Option(help="Override the time points.")] = None,
+) -> None:
+    """Run a live acquisition: raw and denoised saved side by side, with run.json."""
+    from sn2n_live.acquisition import acquire_live
+    from sn2n_live.method import load_package
+    from sn2n_live.profiles import load_profile
+
+    prof = load_profile(profile)
+    model_path = model or prof.denoise.model
+    if model_path is None:
+        raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
+    package = load_package(model_path)
+    settings = prof.denoise
+    denoiser = _make_denoiser(
+        package, settings.tile, settings.batch_size, settings.engine, settings.precision
+    )
+    with _progress() as progress:
+        task = progress.add_task("catching up", total=None)
+
+        def report(stats: Any) -> None:
+            total = stats.frames_received - stats.denoised_missing
+            progress.update(task, completed=stats.denoised_written, total=total)
+
+        summary = acquire_live(
+            prof, denoiser=denoiser, out_dir=out, timepoints=timepoints, progress=report
+        )
+    _print_run(summary)
+    if summary.status != "completed":
+        raise typer.Exit(code=1)
+
+
+def _print_run(summary: Any) -> None:
+    colour = "green" if summary.status == "completed" else "red"
+    console.print(
+        f"[{colour}]{summary.status}[/]: {summary.raw_written} raw, "
+        f"{summary.denoised_written} denoised frames in {summary.run_dir}; camera "
+        f"{summary.camera_fps:.1f} fps, denoise {summary.denoise_fps:.2f} fps, "
+        f"latency p50 {summary.latency_p50_ms} ms"
+    )
+    if summary.missing_denoised:
+        console.print(f"frames without a denoised twin: {summary.missing_denoised}")
+    for error in summary.errors:
+        console.print(f"[red]error[/] {error}")
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo-output"),
+    timepoints: Annotated[int, typer.Option(help="Live SIM time points.")] = 4,
+    train_minutes: Annotated[float, typer.Option(help="Training budget.")] = 1.0,
+) -> None:
+    """Run the demo: simulated SIM microscope, pilot, training, live run, side-by-side PNG."""
+    from sn2n_live._demo import run_demo
+
+    result = run_demo(out, timepoints=timepoints, train_minutes=train_minutes, console=console)
+    if result.summary.status != "completed":
+        raise typer.Exit(code=1)
+
+
+@engine_app.command("info")
+def engine_info() -> None:
+    """List inference backends, their devices, and cached TensorRT plans."""
+    from sn2n_live.engine import available_backends, list_cached_plans, plan_cache_dir
+
+    # Plain text, one backend per line: easy to read and to grep.
+    for status in available_backends():
+        mark = "yes" if status.available else "no "
+        devices = ", ".join(status.devices) or "-"
+        typer.echo(f"{mark} {status.name:17s} {devices:12s} {status.reason}")
+    plans = list_cached_plans()
+    typer.echo(f"plan cache: {plan_cache_dir()} ({len(plans)} plan(s))")
+    for plan in plans:
+        state = plan.problem or "ok"
+        typer.echo(f"  {plan.path.name}  {plan.size_bytes / 1e6:.1f} MB  {state}")
+
+
+@engine_app.command("build")
+@_friendly_errors
+def engine_build(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model package (.sn2n).")],
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Profile file or name.")],
+    rebuild: Annotated[bool, typer.Option(help="Rebuild even if a plan is cached.")] = False,
+) -> None:
+    """Build and cache the TensorRT plan for a model ahead of an acquisition."""
+    import time
+
+    from sn2n_live.engine import build_engine_plan
+    from sn2n_live.method import load_package
+    from sn2n_live.profiles import load_profile
+
+    prof = load_profile(profile)
+    package = load_package(model)
+    start = time.perf_counter()
+    with console.status("building TensorRT plan (this takes minutes the first time)"):
+        path = build_engine_plan(
+            package,
+            precision=prof.denoise.precision or "fp16",
+            tile=prof.denoise.tile,
+            batch_size=prof.denoise.batch_size,
+            rebuild=rebuild,
+        )
+    console.print(f"[green]Plan[/] {path} ready in {time.perf_counter() - start:.1f} s")
+
+
+def main() -> None:
+    """Entry point of the ``sn2n-live`` console script."""
+    app()

@@ -1,0 +1,168 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from typer.testing import CliRunner
+
+from sn2n_live.cli import app
+from sn2n_live.io import open_stack, read_provenance
+from sn2n_live.method import load_package
+from sn2n_live.simulation import simulate_sim_frames
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def pilot_file(tmp_path_factory):
+    frames = simulate_sim_frames((64, 64), photons=20, seed=3).raw  # (1, 3, 3, 64, 64)
+    path = tmp_path_factory.mktemp("pilot") / "pilot.ome.tif"
+    tifffile.imwrite(path, frames[0], ome=True, metadata={"axes": "CZYX"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(pilot_file):
+    out = pilot_file.parent / "model.sn2n"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(pilot_file),
+            "--out",
+            str(out),
+            "--preset",
+            "lite",
+            "--patch",
+            "32",
+            "--epochs",
+            "2",
+            "--normalization",
+            "per_patch",
+            "--seed",
+            "1",
+            "--batch-size",
+            "8",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_package_with_provenance(model_file):
+    package = load_package(model_file)
+    assert package.policy == "per_patch"
+    assert package.patch_size == 32
+    assert package.training["epochs_run"] == 2
+    assert package.provenance["seed"] == 1
+
+
+def test_info_prints_the_manifest(model_file):
+    result = runner.invoke(app, ["info", str(model_file)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["sha256"] == load_package(model_file).sha256
+    assert info["unet"]["depth"] == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"), [("out.ome.tif", "uint16"), ("out.ome.zarr", "float32")]
+)
+def test_denoise_keeps_shape_axes_and_records_provenance(
+    pilot_file, model_file, tmp_path, name, dtype
+):
+    out = tmp_path / name
+    result = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(pilot_file),
+            "--model",
+            str(model_file),
+            "--out",
+            str(out),
+            "--dtype",
+            dtype,
+            "--engine",
+            "torch-cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    stack = open_stack(out)
+    assert stack.shape == (3, 3, 64, 64)
+    data = np.asarray(stack.data[...])
+    assert data.dtype == np.dtype(dtype)
+    # Denoised output stays in photometric units (camera offset ~100 ADU).
+    assert 80 < float(data.mean()) < 200
+    prov = read_provenance(out)
+    assert prov["model_sha256"] == load_package(model_file).sha256
+    assert prov["engine"].startswith("torch")
+
+
+def test_user_errors_are_one_clear_line(pilot_file, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "denoise",
+            str(pilot_file),
+            "--model",
+            str(tmp_path / "missing.sn2n"),
+            "--out",
+            str(tmp_path / "o.tif"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "missing.sn2n" in result.output
+    assert "Traceback" not in result.output
+    corrupt = tmp_path / "corrupt.sn2n"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    result = runner.invoke(app, ["info", str(corrupt)])
+    assert result.exit_code == 2
+    assert "corrupt.sn2n" in result.output
+
+
+def test_profile_check_reports_fields(tmp_path):
+    ok = runner.invoke(app, ["profile", "check", "demo-sim"])
+    assert ok.exit_code == 0, ok.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[output]\nmemory_budget_mb = -1\n')
+    result = runner.invoke(app, ["profile", "check", str(bad)])
+    assert result.exit_code == 2
+    assert "output.memory_budget_mb" in result.output
+    assert "(got -1)" in result.output
+
+
+def test_engine_info_lists_every_backend():
+    result = runner.invoke(app, ["engine", "info"])
+    assert result.exit_code == 0, result.output
+    for name in ("tensorrt", "torch-cuda", "onnxruntime-cpu", "torch-cpu"):
+        assert name in result.output
+    assert "pip install 'sn2n-live[tensorrt]'" in result.output
+
+
+def test_pilot_then_acquire_on_the_simulated_microscope(model_file, tmp_path):
+    profile = tmp_path / "small.toml"
+    profile.write_text(
+        'name = "small"\n[microscope.simulated]\nshape = [256, 256]\n'
+        "[sim]\nn_angles = 3\nn_phases = 3\n[acquisition]\ntimepoints = 2\n"
+        f'[denoise]\nmodel = "{model_file}"\nengine = "torch-cpu"\ntile = 32\n'
+    )
+    pilot = tmp_path / "pilot.ome.tiff"
+    result = runner.invoke(
+        app, ["pilot", "--profile", str(profile), "--out", str(pilot), "--timepoints", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert tifffile.imread(pilot).reshape(-1, 256, 256).shape == (9, 256, 256)
+
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["acquire", "--profile", str(profile), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    raw = zarr.open_group(str(run_dir / "raw.ome.zarr"), mode="r")["0"]
+    den = zarr.open_group(str(run_dir / "denoised.ome.zarr"), mode="r")["0"]
+    assert raw.shape == den.shape
+    assert int(np.prod(raw.shape[:-2])) == 18
+    assert raw.dtype == np.uint16 and den.dtype == np.float32
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed"
+    assert run["counts"]["raw_written"] == run["counts"]["denoised_written"] == 18

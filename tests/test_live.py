@@ -1,0 +1,384 @@
+"""The live-denoise hook on the real pymmcore-plus core (DemoCamera), both signal backends.
+
+The denoiser is a real :class:`Denoiser` on a tiny random-init package, wrapped to be slow
+(or to fail) on demand; nothing of pymmcore-plus is mocked. Stores are read back with
+zarr/tifffile directly.
+"""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import gc
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import useq
+import zarr
+from pymmcore_plus import CMMCorePlus
+
+from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise, load_denoiser
+from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.method._denoiser import Denoiser
+from sn2n_live.method._package import ModelPackage, save_package
+from sn2n_live.method._risk import RiskThresholds
+from sn2n_live.method._unet import UNet, UNetConfig
+
+SIDE = 64
+SIM = SIMPlan(pattern_source="metadata")
+
+
+class SlowDenoiser:
+    """A real Denoiser made slower (sleep per frame) and/or failing from frame ``fail_at``."""
+
+    def __init__(self, inner: Denoiser, delay_s: float = 0.0, fail_at: int | None = None):
+        self.inner = inner
+        self.delay_s = delay_s
+        self.fail_at = fail_at
+        self.calls: list[int] = []
+        self.threads: set[str] = set()
+        self.done = 0
+
+    @property
+    def provenance(self):
+        return self.inner.provenance
+
+    def denoise(self, frames: np.ndarray) -> np.ndarray:
+        self.threads.add(threading.current_thread().name)
+        if self.fail_at is not None and self.done + len(frames) > self.fail_at:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        self.calls.append(len(frames))
+        time.sleep(self.delay_s * len(frames))
+        self.done += len(frames)
+        return self.inner.denoise(frames)
+
+
+@pytest.fixture(scope="module")
+def package() -> ModelPackage:
+    torch.manual_seed(0)
+    config = UNetConfig(depth=2, base_channels=4)
+    return ModelPackage(
+        unet=config,
+        state_dict=UNet(config).state_dict(),
+        policy="global",
+        resolved_mode="global",
+        thresholds=RiskThresholds(),
+        upsample="official",
+        patch_size=32,
+    )
+
+
+@pytest.fixture
+def denoiser(package) -> Denoiser:
+    return Denoiser(package, tile=None)
+
+
+@pytest.fixture(params=["psygnal", "qt"])
+def core(request, monkeypatch):
+    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", request.param)
+    if request.param == "qt":
+        request.getfixturevalue("qapp")  # a QApplication must exist before the core
+    mmc = CMMCorePlus()
+    mmc.loadSystemConfiguration()
+    assert type(mmc.mda.events).__name__.startswith("Q") == (request.param == "qt")
+    mmc.setProperty("Camera", "OnCameraCCDXSize", SIDE)
+    mmc.setProperty("Camera", "OnCameraCCDYSize", SIDE)
+    mmc.setExposure(2)
+    mmc.mda.engine.use_hardware_sequencing = False
+    yield mmc
+    # Releasing the core explicitly avoids an abort at interpreter exit (environment.md).
+    del mmc
+    gc.collect()
+
+
+def _open(run: Path, name: str) -> zarr.Array:
+    return zarr.open_group(run / f"{name}.ome.zarr", mode="r")["0"]
+
+
+def _frame_md(run: Path, name: str) -> list[dict]:
+    return zarr.open_group(run / f"{name}.ome.zarr", mode="r").attrs["ome_writers"][
+        "frame_metadata"
+    ]
+
+
+def _run_json(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+def _sim_events(loops: int) -> list[useq.MDAEvent]:
+    return SIM.expand(useq.MDASequence(time_plan={"interval": 0, "loops": loops}))
+
+
+def test_sim_run_saves_raw_and_denoised_side_by_side(core, denoiser, tmp_path):
+    events = _sim_events(3)
+    slow = SlowDenoiser(denoiser)
+    run = tmp_path / "run"
+    pairs = []
+    with live_denoise(core, model=slow, out=run, events=events, run_info={"user": "t"}) as h:
+        h.events.pair.connect(pairs.append)
+        core.mda.run(events)
+    summary = h.wait()
+    assert summary.status == "completed"
+    assert summary.raw_written == summary.denoised_written == 27
+    # Whole SIM sets go to the denoiser, on the worker thread.
+    assert slow.calls == [9, 9, 9]
+    assert slow.threads == {"sn2n-denoiser"}
+    raw, den = _open(run, "raw"), _open(run, "denoised")
+    assert raw.shape == den.shape == (3, 9, SIDE, SIDE)
+    assert raw.dtype == np.uint16 and den.dtype == np.float32
+    raw_md, den_md = _frame_md(run, "raw"), _frame_md(run, "denoised")
+    assert [m["index"] for m in raw_md] == [m["index"] for m in den_md]
+    assert [m["index"] for m in raw_md] == [dict(e.index) for e in events]
+    assert den_md[4]["sim"] == {"angle": 1, "phase": 1}
+    assert den_md[4]["denoise"]["model_sha256"] == denoiser.provenance["model_sha256"]
+    assert den_md[4]["denoise"]["latency_ms"] > 0
+    # Every stored denoised frame is the denoiser's output for its own raw frame.
+    expected = denoiser.denoise(np.asarray(raw[1]))
+    np.testing.assert_allclose(den[1], expected, rtol=1e-4, atol=1e-2)
+    doc = _run_json(run)
+    assert doc["status"] == "completed"
+    assert doc["run_info"] == {"user": "t"}
+    assert doc["counts"]["raw_written"] == doc["counts"]["denoised_written"] == 27
+    assert doc["layout"]["dims"][1]["name"] == "sim"
+    assert doc["missing_denoised"]["ranges"] == []
+    assert doc["model"]["model_sha256"] == denoiser.provenance["model_sha256"]
+    assert pairs and pairs[-1].frame == 26
+    np.testing.assert_array_equal(pairs[-1].raw, raw[2, 8])
+    assert h.latest() is pairs[-1]
+
+
+def test_slow_denoiser_never_slows_the_camera(core, denoiser, tmp_path):
+    n = 60
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": n})
+    t0 = time.perf_counter()
+    core.mda.run(seq)
+    baseline_s = time.perf_counter() - t0
+    slow = SlowDenoiser(denoiser, delay_s=10 * baseline_s / n)
+    run = tmp_path / "run"
+    # A budget of ~2 frames forces most frames to be re-read from the raw store.
+    queued_mb, progress = [], []
+    with live_denoise(
+        core, model=slow, out=run, events=seq, memory_budget_mb=0.02, progress=progress.append
+    ) as h:
+        h.events.stats.connect(lambda stats: queued_mb.append(stats.queued_mb))
+        core.mda.run(seq)
+        acquired = h.stats()
+    summary = h.wait()
+    # The block waited for the catch-up, reporting progress until the end.
+    assert progress[-1].state == "finished" and progress[-1].denoised_written == n
+    assert any(p.state == "catching_up" for p in progress)
+    assert summary.status == "completed"
+    assert summary.raw_written == summary.denoised_written == n
+    # The denoiser needs ~10x the acquisition time; the acquisition itself stays fast.
+    assert summary.acquisition_s < 2.5 * baseline_s + 0.3
+    assert summary.catch_up_s > 5 * baseline_s
+    assert queued_mb and max(queued_mb) <= 0.02
+    # When run() returned, the denoiser was far behind (the block then waited for it).
+    assert acquired.denoised_written < n / 2
+    doc = _run_json(run)
+    assert doc["counts"]["spilled"] > n / 2
+    assert doc["counts"]["reread"] == doc["counts"]["spilled"]
+    raw, den = _open(run, "raw"), _open(run, "denoised")
+    assert raw.shape == den.shape == (n, SIDE, SIDE)
+    assert [m["frame"] for m in _frame_md(run, "denoised")] == list(range(n))
+    rereads = [m["frame"] for m in _frame_md(run, "denoised") if m["denoise"]["reread"]]
+    assert len(rereads) == doc["counts"]["reread"]
+    k = rereads[-1]
+    np.testing.assert_allclose(den[k], denoiser.denoise(np.asarray(raw[k])), rtol=1e-4, atol=1e-2)
+
+
+def test_cancel_mid_run_leaves_consistent_stores(core, denoiser, tmp_path):
+    seq = useq.MDASequence(time_plan={"interval": 0.02, "loops": 200})
+    run = tmp_path / "run"
+    slow = SlowDenoiser(denoiser, delay_s=0.005)
+    with live_denoise(core, model=slow, out=run, events=seq) as h:
+
+        def cancel_after_frames() -> None:
+            deadline = time.monotonic() + 30
+            while h.stats().frames_received < 15 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            core.mda.cancel()
+
+        canceller = threading.Thread(target=cancel_after_frames)
+        canceller.start()
+        core.mda.run(seq)
+        canceller.join()
+    summary = h.wait()
+    assert summary.status == "canceled"
+    n = summary.frames_received
+    assert 15 <= n < 200
+    assert summary.raw_written == summary.denoised_written == n
+    doc = _run_json(run)
+    assert doc["canceled"] is True and doc["counts"]["received"] == n
+    raw, den = _open(run, "raw"), _open(run, "denoised")
+    assert raw.shape == den.shape == (200, SIDE, SIDE)
+    assert len(_frame_md(run, "raw")) == len(_frame_md(run, "denoised")) == n
+    assert np.asarray(den[n - 1]).any() and not np.asarray(den[n]).any()
+    assert not np.asarray(raw[n]).any()
+
+
+def test_denoiser_failure_stops_denoising_not_saving(core, denoiser, tmp_path):
+    events = _sim_events(4)
+    run = tmp_path / "run"
+    failing = SlowDenoiser(denoiser, fail_at=14)
+    with live_denoise(core, model=failing, out=run, events=events) as h:
+        core.mda.run(events)
+    summary = h.wait()
+    assert summary.status == "denoiser_failed"
+    assert summary.raw_written == 36
+    # Sets are denoised whole: the set holding frame 14 (frames 9..17) fails.
+    assert summary.denoised_written == 9
+    assert summary.first_missing_denoised == 9
+    assert summary.missing_denoised == [[9, 35]]
+    doc = _run_json(run)
+    assert doc["status"] == "denoiser_failed"
+    assert doc["missing_denoised"]["first"] == 9
+    assert doc["missing_denoised"]["by_reason"] == {"denoiser_failed": [[9, 35]]}
+    error = next(e for e in doc["errors"] if e["where"] == "denoiser")
+    assert error["type"] == "RuntimeError" and "out of memory" in error["message"]
+    assert error["frame"] == 9 and error["index"] == {"t": 1, "a": 0, "h": 0}
+    raw, den = _open(run, "raw"), _open(run, "denoised")
+    assert raw.shape == den.shape == (4, 9, SIDE, SIDE)
+    assert all(np.asarray(raw[t, s]).any() for t in range(4) for s in range(9))
+    assert np.asarray(den[0]).any() and not np.asarray(den[1:]).any()
+
+
+def test_preview_policy_records_frames_without_a_twin(core, denoiser, tmp_path):
+    events = _sim_events(8)
+    run = tmp_path / "run"
+    slow = SlowDenoiser(denoiser, delay_s=0.01)
+    queued_mb = []
+    with live_denoise(
+        core, model=slow, out=run, events=events, policy="preview", memory_budget_mb=0.1
+    ) as h:
+        h.events.stats.connect(lambda stats: queued_mb.append(stats.queued_mb))
+        core.mda.run(events)
+    summary = h.wait()
+    # 0.1 MB holds 12 frames of 64x64 uint16: older frames were evicted, memory stayed bounded.
+    assert queued_mb and max(queued_mb) <= 0.1
+    assert summary.status == "completed"
+    assert summary.raw_written == 72
+    missing = {i for lo, hi in summary.missing_denoised for i in range(lo, hi + 1)}
+    assert missing and summary.denoised_written + len(missing) == 72
+    doc = _run_json(run)
+    assert doc["missing_denoised"]["by_reason"]["preview"] == summary.missing_denoised
+    # Preview denoises whole sets and always the newest one at the end.
+    assert all(c == 9 for c in slow.calls)
+    denoised_frames = [m["frame"] for m in _frame_md(run, "denoised")]
+    assert denoised_frames[-9:] == list(range(63, 72))
+    assert sorted(set(range(72)) - missing) == denoised_frames
+    den = _open(run, "denoised")
+    for frame in range(72):
+        t, s = divmod(frame, 9)
+        assert np.asarray(den[t, s]).any() == (frame not in missing)
+
+
+def test_hardware_sequenced_burst_reaches_both_stores(core, denoiser, tmp_path):
+    core.mda.engine.use_hardware_sequencing = True
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 20}, channels=["DAPI"])
+    emitted = []
+    core.mda.events.frameReady.connect(lambda img, event, meta: emitted.append(event.index["t"]))
+    run = tmp_path / "run"
+    with live_denoise(core, model=denoiser, out=run, events=seq, max_batch=4) as h:
+        core.mda.run(seq)
+    summary = h.wait()
+    assert summary.status == "completed"
+    # pymmcore-plus 0.18.1 can end a DemoCamera burst a frame or two early on a loaded
+    # machine (it logs "Unexpected number of images"); every frame it emits is saved.
+    assert len(emitted) >= 15
+    assert summary.raw_written == summary.denoised_written == len(emitted), summary.to_dict()
+    raw_md = _frame_md(run, "raw")
+    assert all(m.get("hardware_triggered") for m in raw_md)
+    assert [m["index"]["t"] for m in raw_md] == emitted == list(range(len(emitted)))
+    assert [m["index"]["t"] for m in _frame_md(run, "denoised")] == emitted
+    assert _open(run, "raw").shape == _open(run, "denoised").shape == (20, 1, SIDE, SIDE)
+
+
+def test_ome_tiff_option_for_a_non_sim_sequence(core, denoiser, tmp_path):
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 3}, channels=["DAPI", "FITC"])
+    run = tmp_path / "run"
+    with live_denoise(
+        core, model=denoiser, out=run, events=seq, file_format="ome-tiff", denoised_dtype="uint16"
+    ) as h:
+        core.mda.run(seq)
+    assert h.wait().status == "completed"
+    raw = tifffile.imread(run / "raw.ome.tiff")
+    den = tifffile.imread(run / "denoised.ome.tiff")
+    assert raw.shape == den.shape == (3, 2, SIDE, SIDE)
+    assert den.dtype == np.uint16
+    expected = np.clip(np.rint(denoiser.denoise(raw[2, 1])), 0, 65535)
+    np.testing.assert_allclose(den[2, 1], expected, atol=1)
+
+
+def test_plain_output_handler_with_a_package_path_and_no_event_list(core, package, tmp_path):
+    path = save_package(package, tmp_path / "model.sn2n")
+    events = list(useq.MDASequence(time_plan={"interval": 0, "loops": 5}))
+    handler = LiveDenoiseHandler(load_denoiser(path), tmp_path / "run")
+    core.mda.run(events, output=handler)
+    summary = handler.wait(timeout=30)
+    assert summary.status == "completed" and summary.denoised_written == 5
+    # A plain list is a generator to pymmcore-plus: one unbounded axis in arrival order.
+    doc = _run_json(tmp_path / "run")
+    assert doc["layout"]["kind"] == "flat"
+    assert _open(tmp_path / "run", "denoised").shape == (5, SIDE, SIDE)
+    assert summary.frame_ready_p50_us is not None and summary.frame_ready_p50_us < 1000
+
+
+def test_bad_options_fail_before_the_acquisition(denoiser, tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "run.json").write_text("{}")
+    with pytest.raises(ValueError, match="not an empty folder"):
+        LiveDenoiseHandler(denoiser, tmp_path / "used")
+    with pytest.raises(ValueError, match="policy must be one of"):
+        LiveDenoiseHandler(denoiser, tmp_path / "a", policy="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="memory_budget_mb must be > 0"):
+        LiveDenoiseHandler(denoiser, tmp_path / "a", memory_budget_mb=0)
+    with pytest.raises(ValueError, match="dimension"):
+        LiveDenoiseHandler(denoiser, tmp_path / "a", events=_sim_events(1), file_format="ome-tiff")
+    with pytest.raises(ValueError, match="is not a file"):
+        load_denoiser(tmp_path / "missing.sn2n")
+    with pytest.raises(ValueError, match="must be a denoiser"):
+        load_denoiser(42)  # type: ignore[arg-type]
+
+
+class _Relay(threading.Thread):
+    """Stands in for pymmcore-plus's MDARelayThread: calls the handler, then stops."""
+
+    def __init__(self, handler, events, *, stopped: bool):
+        super().__init__()
+        self.handler, self.events = handler, events
+        self._stop_event = threading.Event()
+        self.stopped = stopped
+
+    def run(self):
+        self.handler.sequenceStarted(None, {})
+        frame = np.full((SIDE, SIDE), 100, np.uint16)
+        for event in self.events:
+            self.handler.frameReady(frame.copy(), event, {"runner_time_ms": 1.0})
+        if self.stopped:  # sequenceFinished was emitted, but its delivery was lost
+            self._stop_event.set()
+
+
+@pytest.mark.parametrize(("stopped", "status"), [(True, "completed"), (False, "interrupted")])
+def test_a_relay_that_stops_without_sequence_finished_still_ends_the_run(
+    denoiser, tmp_path, stopped, status
+):
+    events = _sim_events(1)
+    handler = LiveDenoiseHandler(denoiser, tmp_path / "run", events=events)
+    relay = _Relay(handler, events, stopped=stopped)
+    relay.start()
+    relay.join()
+    summary = handler.wait(timeout=20)
+    assert summary.status == status
+    assert summary.raw_written == summary.denoised_written == 9
+    doc = _run_json(tmp_path / "run")
+    if stopped:
+        assert "relay stopped without delivering sequenceFinished" in doc["notes"][0]
+    else:
+        assert doc["errors"][0]["where"] == "handler"
