@@ -73,6 +73,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
         force=True,
     )
     logging.getLogger("sn2n_live").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # pymmcore-plus logs every MDA event at INFO through its own handler.
+    logging.getLogger("pymmcore-plus").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()
