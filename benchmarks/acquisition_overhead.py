@@ -69,8 +69,7 @@ from sn2n_live.acquisition._live import FrameDenoiser, LiveDenoiseHandler, live_
 from sn2n_live.acquisition._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage
-from sn2n_live.method._risk import RiskThresholds
-from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
+from sn2n_live.method._unet import PRESETS, UNetConfig
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -98,18 +97,8 @@ class IdentityDenoiser:
 
 def make_denoiser(preset: str = "lite") -> Denoiser:
     """Build a real Denoiser on random weights (``tiny``: depth 2, base 8, for 2048^2)."""
-    torch.manual_seed(0)
     config = PRESETS["lite"] if preset == "lite" else UNetConfig(depth=2, base_channels=8)
-    package = ModelPackage(
-        unet=config,
-        state_dict=UNet(config).state_dict(),
-        policy="global",
-        resolved_mode="global",
-        thresholds=RiskThresholds(),
-        upsample="official",
-        patch_size=64,
-    )
-    return Denoiser(package, tile=None)
+    return Denoiser(ModelPackage.untrained(config), tile=None)
 
 
 class Timed:

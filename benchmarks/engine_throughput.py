@@ -45,7 +45,6 @@ from sn2n_live import __version__
 from sn2n_live.engine import BACKENDS, BackendUnavailable, InputShapes, select_engine
 from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage
-from sn2n_live.method._risk import RiskThresholds
 from sn2n_live.method._tiling import gaussian_window, plan_tiles
 from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
 
@@ -124,17 +123,7 @@ def conv_macs(config: UNetConfig, height: int, width: int) -> int:
 
 
 def make_package(preset: str, seed: int = 0) -> ModelPackage:
-    torch.manual_seed(seed)
-    config = PRESETS[preset]
-    return ModelPackage(
-        unet=config,
-        state_dict=UNet(config).state_dict(),
-        policy="global",
-        resolved_mode="global",
-        thresholds=RiskThresholds(),
-        upsample="official",
-        patch_size=64,
-    )
+    return ModelPackage.untrained(PRESETS[preset], seed=seed)
 
 
 def make_frame(size: int, seed: int = 0) -> np.ndarray:

@@ -21,23 +21,9 @@ import numpy as np
 import torch
 
 from sn2n_live import __version__
-from sn2n_live.method import PRESETS, Denoiser, ModelPackage, RiskThresholds, UNet
+from sn2n_live.method import PRESETS, Denoiser, ModelPackage
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def make_package(preset: str, mode: str) -> ModelPackage:
-    config = PRESETS[preset]
-    torch.manual_seed(0)
-    return ModelPackage(
-        unet=config,
-        state_dict=UNet(config).state_dict(),
-        policy=mode,
-        resolved_mode=mode,
-        thresholds=RiskThresholds(),
-        upsample="official",
-        patch_size=64,
-    )
 
 
 def time_frames(denoiser: Denoiser, frame: np.ndarray, repeats: int) -> list[float]:
@@ -74,7 +60,9 @@ def main() -> None:
                 whole = tile == "whole"
                 if not whole and int(tile) > size:
                     continue
-                package = make_package(preset, "global" if whole else "per_patch")
+                package = ModelPackage.untrained(
+                    PRESETS[preset], mode="global" if whole else "per_patch"
+                )
                 denoiser = Denoiser(package, tile=None if whole else int(tile), batch_size=64)
                 first = time_frames(denoiser, frame, 1)[0]
                 repeats = max(1, min(args.repeats, int(args.budget_s / max(first, 1e-3))))

@@ -296,3 +296,15 @@ def test_package_field_validation():
         _package(state_dict={"w": np.zeros(3)})
     with pytest.raises(ValueError, match="UNetConfig"):
         _package(unet={"depth": 2})
+
+
+def test_untrained_package_is_seeded_and_usable():
+    from sn2n_live.method import PRESETS, Denoiser
+
+    a = ModelPackage.untrained(PRESETS["lite"], mode="per_patch", seed=1)
+    b = ModelPackage.untrained(PRESETS["lite"], mode="per_patch", seed=1)
+    c = ModelPackage.untrained(PRESETS["lite"], mode="per_patch", seed=2)
+    assert a.sha256 == b.sha256 != c.sha256
+    assert a.provenance["untrained"] is True
+    out = Denoiser(a).denoise(np.full((64, 64), 7.0, np.float32))
+    np.testing.assert_allclose(out, 7.0, atol=1e-3)

@@ -218,6 +218,32 @@ class ModelPackage:
         """Hex SHA-256 of the weights (tensor names, dtypes, shapes and bytes; deterministic)."""
         return _weights_sha256(self.state_dict)
 
+    @classmethod
+    def untrained(
+        cls,
+        unet: UNetConfig,
+        *,
+        mode: TileMode = "global",
+        patch_size: int = 64,
+        seed: int = 0,
+    ) -> ModelPackage:
+        """Build a package with seeded random weights, for speed benchmarks and plumbing tests.
+
+        Inference cost does not depend on the weights, so throughput measured with it is
+        that of a trained model of the same architecture.
+        """
+        torch.manual_seed(seed)
+        return cls(
+            unet=unet,
+            state_dict=UNet(unet).state_dict(),
+            policy=mode,
+            resolved_mode=mode,
+            thresholds=RiskThresholds(),
+            upsample="official",
+            patch_size=patch_size,
+            provenance={"untrained": True, "seed": seed},
+        )
+
     def build_model(self, device: torch.device | str = "cpu") -> UNet:
         """Instantiate the U-Net with these weights, in eval mode.
 
