@@ -154,6 +154,11 @@ def test_pilot_then_acquire_on_the_simulated_microscope(model_file, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert tifffile.imread(pilot).reshape(-1, 256, 256).shape == (9, 256, 256)
+    again = ["pilot", "--profile", str(profile), "--out", str(pilot), "--timepoints", "1"]
+    refused = runner.invoke(app, again)
+    assert refused.exit_code == 2
+    assert "already exists" in refused.output
+    assert runner.invoke(app, [*again, "--overwrite"]).exit_code == 0
 
     run_dir = tmp_path / "run"
     result = runner.invoke(app, ["acquire", "--profile", str(profile), "--out", str(run_dir)])

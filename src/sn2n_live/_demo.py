@@ -69,7 +69,7 @@ def run_demo(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    pilot = acquire_pilot(prof, out / "pilot.ome.tiff")
+    pilot = acquire_pilot(prof, out / "pilot.ome.tiff", overwrite=True)
     seconds["pilot"] = time.perf_counter() - t0
     frames = read_frames(pilot)
     console.print(f"[bold]1/3[/] pilot: {len(frames)} low-light frames -> {pilot}")

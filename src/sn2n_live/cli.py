@@ -63,17 +63,29 @@ def _progress() -> Progress:
     )
 
 
+class _OurInfoLibraryWarnings(logging.Filter):
+    """Pass sn2n-live's INFO lines but only warnings from libraries.
+
+    Filtering on the handler, not the root level: importing pymmcore-plus sets the root
+    logger to DEBUG, which would otherwise flood the terminal (matplotlib font look-ups).
+    """
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose or record.levelno >= logging.WARNING:
+            return True
+        return record.name.startswith("sn2n_live") and record.levelno >= logging.INFO
+
+
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    # Our own messages at INFO; libraries (pymmcore-plus logs every device) only warn.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
-    logging.getLogger("sn2n_live").setLevel(logging.DEBUG if verbose else logging.INFO)
-    # pymmcore-plus logs every MDA event at INFO through its own handler.
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    handler.addFilter(_OurInfoLibraryWarnings(verbose))
+    logging.basicConfig(level=logging.DEBUG, format="%(message)s", handlers=[handler], force=True)
+    # pymmcore-plus also logs every MDA event at INFO through its own stderr handler.
     logging.getLogger("pymmcore-plus").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -266,12 +278,13 @@ def pilot(
     timepoints: Annotated[
         int | None, typer.Option(help="Time points (default: the profile's [pilot]).")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Acquire pilot low-light frames to train a model on."""
     from sn2n_live.acquisition import acquire_pilot
     from sn2n_live.profiles import load_profile
 
-    path = acquire_pilot(load_profile(profile), out, timepoints=timepoints)
+    path = acquire_pilot(load_profile(profile), out, timepoints=timepoints, overwrite=overwrite)
     console.print(f"[green]Wrote[/] {path}; train with: sn2n-live train {path} --out model.sn2n")
 
 

@@ -117,11 +117,28 @@ def build_events(
     return expand_sequence(sequence, profile.sim, slm_shape=slm_shape)
 
 
-def acquire_pilot(profile: Profile, out: str | Path, *, timepoints: int | None = None) -> Path:
+def acquire_pilot(
+    profile: Profile,
+    out: str | Path,
+    *,
+    timepoints: int | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Acquire low-light pilot frames for training and save them as OME-TIFF.
 
     Uses the profile's ``[pilot]`` exposure and laser power when given. The frames
     are written by pymmcore-plus's own OME-TIFF sink, as a flat ``(frame, y, x)`` stack.
+
+    Parameters
+    ----------
+    profile : Profile
+        Microscope, pilot exposure/laser and SIM plan.
+    out : str or Path
+        OME-TIFF file to write.
+    timepoints : int, optional
+        Overrides ``profile.pilot.timepoints``.
+    overwrite : bool
+        Replace an existing file instead of failing.
 
     Returns
     -------
@@ -137,7 +154,7 @@ def acquire_pilot(profile: Profile, out: str | Path, *, timepoints: int | None =
             core.setExposure(profile.pilot.exposure_ms)
         _set_laser(core, profile.pilot.laser_power_percent)
         events = build_events(profile, core, timepoints=timepoints or profile.pilot.timepoints)
-        core.mda.run(events, output=str(out))
+        core.mda.run(events, output=str(out), overwrite=overwrite)
     return out
 
 
