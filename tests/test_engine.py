@@ -498,3 +498,17 @@ def test_tensorrt_engine_builds_caches_and_matches(package, reference, tmp_path)
     expected = Denoiser(package).denoise(frame)
     got = Denoiser(package, batch_size=8, runner=again).denoise(frame)
     assert _psnr(got, expected, float(frame.max()) - float(frame.min())) >= 40.0
+
+
+def test_build_denoiser_uses_package_tile_and_builds_engine_for_it():
+    from sn2n_live.engine import build_denoiser
+
+    package = ModelPackage.untrained(UNetConfig(depth=2, base_channels=4), patch_size=32)
+    tiled = build_denoiser(package, engine="torch-cpu", batch_size=8)
+    assert tiled.tile == 32 and tiled.batch_size == 8
+    assert tiled.provenance["engine"].startswith("torch")
+    whole = build_denoiser(package, engine="onnxruntime-cpu", tile=None)
+    assert whole.tile is None
+    frame = np.full((48, 40), 300, np.uint16)
+    np.testing.assert_allclose(whole.denoise(frame), 300.0, atol=1e-2)
+    np.testing.assert_allclose(tiled.denoise(frame), 300.0, atol=1e-2)

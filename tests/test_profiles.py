@@ -62,3 +62,13 @@ def test_error_shows_the_value_given(tmp_path):
 def test_unknown_profile_lists_bundled(tmp_path):
     with pytest.raises(ProfileError, match="demo-sim"):
         find_profile(tmp_path / "nope.toml")
+
+
+def test_tile_whole_means_whole_frame(tmp_path):
+    file = tmp_path / "whole.toml"
+    file.write_text('name = "w"\n[denoise]\ntile = "whole"\n')
+    assert load_profile(file).denoise.tile_size is None
+    assert load_profile("demo-sim").denoise.tile_size == 64
+    file.write_text('name = "w"\n[denoise]\ntile = "all"\n')
+    with pytest.raises(ProfileError, match=r"denoise\.tile"):
+        load_profile(file)

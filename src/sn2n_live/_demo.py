@@ -19,9 +19,9 @@ from rich.table import Table
 
 from sn2n_live.acquisition import acquire_live, acquire_pilot
 from sn2n_live.acquisition._live import RunSummary
-from sn2n_live.engine import select_engine
+from sn2n_live.engine import build_denoiser
 from sn2n_live.io import read_frames
-from sn2n_live.method import Denoiser, TrainingConfig, save_package, train
+from sn2n_live.method import TrainingConfig, save_package, train
 from sn2n_live.profiles import load_profile
 
 __all__ = ["DemoResult", "run_demo"]
@@ -94,9 +94,13 @@ def run_demo(
     )
 
     t0 = time.perf_counter()
-    engine = select_engine(package, prof.denoise.engine, precision=prof.denoise.precision)
-    denoiser = Denoiser(
-        package, tile=prof.denoise.tile, batch_size=prof.denoise.batch_size, runner=engine
+    settings = prof.denoise
+    denoiser = build_denoiser(
+        package,
+        engine=settings.engine,
+        tile=settings.tile_size,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
     )
     run_dir = out / "run"
     if run_dir.exists():

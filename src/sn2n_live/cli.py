@@ -175,6 +175,7 @@ def denoise(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Denoise a stack frame by frame, writing float32 (or uint16) plus provenance."""
+    from sn2n_live.engine import build_denoiser
     from sn2n_live.io import StackWriter, open_stack
     from sn2n_live.method import load_package
 
@@ -182,7 +183,12 @@ def denoise(
         raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
     package = load_package(model)
     stack = open_stack(input)
-    denoiser = _make_denoiser(package, tile, batch_size, engine)
+    denoiser = build_denoiser(
+        package,
+        engine=engine,  # type: ignore[arg-type]
+        tile="package" if tile is None else _parse_tile(tile),
+        batch_size=batch_size,
+    )
     provenance = {**denoiser.provenance, "source": str(input), "model": str(model)}
     frames_per_chunk = 9
     with (
@@ -201,28 +207,6 @@ def denoise(
             writer.write(denoiser.denoise(chunk))
             progress.advance(task, len(chunk))
     console.print(f"[green]Wrote[/] {out}  ({stack.n_frames} frames, {dtype})")
-
-
-def _make_denoiser(
-    package: Any,
-    tile: str | int | None,
-    batch_size: int,
-    engine: str,
-    precision: str | None = None,
-) -> Any:
-    """Build a Denoiser on the chosen engine; ``tile`` None means the package's patch."""
-    from sn2n_live.engine import InputShapes, select_engine
-    from sn2n_live.method import Denoiser
-
-    if tile is None:
-        tile_size: int | None = package.patch_size
-    elif isinstance(tile, int):
-        tile_size = tile
-    else:
-        tile_size = _parse_tile(tile)
-    shapes = InputShapes.for_tiles(tile_size, batch_size) if tile_size else None
-    runner = select_engine(package, engine, precision=precision, tile_shapes=shapes)  # type: ignore[arg-type]
-    return Denoiser(package, tile=tile_size, batch_size=batch_size, runner=runner)
 
 
 @app.command()
@@ -300,6 +284,7 @@ def acquire(
 ) -> None:
     """Run a live acquisition: raw and denoised saved side by side, with run.json."""
     from sn2n_live.acquisition import acquire_live
+    from sn2n_live.engine import build_denoiser
     from sn2n_live.method import load_package
     from sn2n_live.profiles import load_profile
 
@@ -309,8 +294,12 @@ def acquire(
         raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
     package = load_package(model_path)
     settings = prof.denoise
-    denoiser = _make_denoiser(
-        package, settings.tile, settings.batch_size, settings.engine, settings.precision
+    denoiser = build_denoiser(
+        package,
+        engine=settings.engine,
+        tile=settings.tile_size,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
     )
     with _progress() as progress:
         task = progress.add_task("catching up", total=None)

@@ -96,17 +96,22 @@ class DenoiseSettings(_Model):
     model: Path | None = None
     engine: EngineName = "auto"
     precision: Literal["fp32", "fp16", "bf16"] | None = None
-    tile: Annotated[int, Field(ge=16, le=4096)] | None = 64
+    tile: Annotated[int, Field(ge=16, le=4096)] | Literal["whole"] = 64
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
 
     @model_validator(mode="after")
     def _tile_power_of_two(self) -> DenoiseSettings:
-        if self.tile is not None and self.tile & (self.tile - 1):
+        if self.tile != "whole" and self.tile & (self.tile - 1):
             raise ValueError(
                 f"tile = {self.tile} must be a power of two (e.g. 64, 128, 256), "
-                "or omitted for whole-frame inference"
+                "or 'whole' for whole-frame inference (global normalization only)"
             )
         return self
+
+    @property
+    def tile_size(self) -> int | None:
+        """Tile side for the Denoiser; None for whole-frame inference."""
+        return None if self.tile == "whole" else self.tile
 
 
 class OutputSettings(_Model):

@@ -29,6 +29,7 @@ from sn2n_live.engine._select import (
     BACKENDS,
     BackendName,
     available_backends,
+    build_denoiser,
     select_engine,
 )
 from sn2n_live.engine._tensorrt import TENSORRT_INSTALL_HINT, TensorRTEngine, build_engine_plan
@@ -53,6 +54,7 @@ __all__ = [
     "TensorRTEngine",
     "TorchEngine",
     "available_backends",
+    "build_denoiser",
     "build_engine_plan",
     "export_onnx",
     "list_cached_plans",

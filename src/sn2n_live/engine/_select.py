@@ -24,9 +24,17 @@ from sn2n_live.engine._onnxruntime import (
 )
 from sn2n_live.engine._tensorrt import DEFAULT_BATCH, TensorRTEngine, tensorrt_status
 from sn2n_live.engine._torch import TorchEngine, cuda_unavailable_reason
+from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "BackendName", "available_backends", "select_engine"]
+__all__ = [
+    "AUTO_ORDER",
+    "BACKENDS",
+    "BackendName",
+    "available_backends",
+    "build_denoiser",
+    "select_engine",
+]
 
 log = logging.getLogger("sn2n_live.engine")
 
@@ -213,3 +221,36 @@ def select_engine(
         + "; ".join(skipped)
         + (". fp16 needs a GPU; use fp32 or bf16 on CPU." if precision == "fp16" else "")
     )
+
+
+def build_denoiser(
+    package: ModelPackage,
+    *,
+    engine: BackendName | Literal["auto"] = "auto",
+    tile: int | Literal["package"] | None = "package",
+    batch_size: int = DEFAULT_BATCH,
+    precision: Precision | None = None,
+) -> Denoiser:
+    """Build a :class:`~sn2n_live.method.Denoiser` running on the chosen engine.
+
+    The engine is built for the shapes the Denoiser will feed it (``batch_size`` tiles of
+    ``tile`` pixels), which fixed-shape engines (TensorRT) need.
+
+    Parameters
+    ----------
+    package : ModelPackage
+        The trained model.
+    engine : str
+        ``"auto"`` or one of :data:`BACKENDS` (see :func:`select_engine`).
+    tile : int, "package" or None
+        Tile side; ``"package"`` uses the training patch size, None runs whole frames
+        (global normalization only).
+    batch_size : int
+        Tiles per engine call.
+    precision : {"fp32", "fp16", "bf16"}, optional
+        Required precision; default the engine's own.
+    """
+    tile_size = package.patch_size if tile == "package" else tile
+    shapes = InputShapes.for_tiles(tile_size, batch_size) if tile_size else None
+    runner = select_engine(package, engine, precision=precision, tile_shapes=shapes)
+    return Denoiser(package, tile=tile, batch_size=batch_size, runner=runner)
