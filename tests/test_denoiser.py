@@ -377,3 +377,51 @@ def test_runner_returning_wrong_shape(random_state):
 
     with pytest.raises(ValueError, match="TileRunner must return its input's shape"):
         Denoiser(_package(random_state), runner=Cropper()).denoise(_frame((64, 64)))
+
+
+# -- CUDA upload path (pinned buffers, overlapped copies) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.uint16, np.dtype(">u2"), np.uint8, np.int16, np.int32, np.float64, np.float16]
+)
+def test_upload_encoding_is_lossless(dtype):
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    if info is not None:
+        values = np.linspace(info.min, info.max, 4096).round().astype(dtype)
+    else:
+        values = np.linspace(-1e3, 6e4, 4096).astype(dtype)
+    stack = values.reshape(1, 64, 64)
+    host = _denoiser._uploadable(stack)
+    assert host.dtype in _denoiser._TORCH_DTYPES
+    assert host.itemsize <= max(stack.itemsize, 4)  # camera data is never widened to float
+    decoded = _denoiser._decode_upload(torch.from_numpy(host.copy()), stack.dtype)
+    assert decoded.dtype == torch.float32
+    np.testing.assert_array_equal(decoded.numpy(), stack.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("tile", "batch", "expected"),
+    # 160x192 frames, 64-px tiles at 50% overlap with P/2 padding: 6 x 7 = 42 tiles.
+    [(64, 8, 1), (64, 64, 1), (64, 256, 6), (None, 4, 1), (None, 64, 8)],
+)
+def test_frames_per_call_fill_one_network_call(random_state, tile, batch, expected):
+    denoiser = Denoiser(_package(random_state, "global"), tile=tile, batch_size=batch)
+    assert denoiser._frames_per_call((160, 192)) == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.cuda.is_available() is False")
+@pytest.mark.parametrize(("mode", "tile"), [("per_patch", 64), ("global", None)])
+def test_cuda_streamed_denoise_matches_cpu(trained_state, mode, tile):
+    frames = np.stack([_frame((96, 128), seed=s) for s in range(5)])
+    frames = (frames * 40).clip(0, 65535).astype(np.uint16)  # values above int16's range
+    assert frames.max() > 32767
+    package = _package(trained_state, mode)
+    cpu = Denoiser(package, tile=tile).denoise(frames)
+    # batch_size 8: several groups per call, so uploads and downloads overlap compute.
+    gpu = Denoiser(package, tile=tile, batch_size=8, device="cuda")
+    assert gpu._frames_per_call(frames.shape[-2:]) < len(frames)
+    out = gpu.denoise(frames)
+    assert out.dtype == np.float32 and out.shape == frames.shape
+    np.testing.assert_allclose(out, cpu, rtol=1e-4, atol=1e-3 * float(frames.max()))

@@ -55,6 +55,37 @@ __all__ = ["Denoiser", "TileRunner", "TorchRunner"]
 _CHUNK_TILE_PIXELS = 1 << 24
 
 
+# Host dtypes uploaded as they are (uint16 travels as its int16 bit pattern, see
+# _uploadable); anything else is converted to float32 on the host first.
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int8): torch.int8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.int32): torch.int32,
+    np.dtype(np.float32): torch.float32,
+}
+
+
+def _uploadable(stack: np.ndarray) -> np.ndarray:
+    """``stack`` in a dtype that torch copies to a GPU, without widening camera data.
+
+    uint16 (the usual camera dtype) is reinterpreted as int16, because torch's uint16 has
+    only limited operator support; :func:`_decode_upload` undoes it on the device.
+    """
+    if stack.dtype == np.uint16:
+        return stack.view(np.int16)
+    if stack.dtype in _TORCH_DTYPES:
+        return stack
+    return stack.astype(np.float32)
+
+
+def _decode_upload(raw: torch.Tensor, source: np.dtype) -> torch.Tensor:
+    """float32 frames from an upload made by :func:`_uploadable` of ``source`` data."""
+    if source == np.uint16:
+        return raw.to(torch.int32).bitwise_and_(0xFFFF).to(torch.float32)
+    return raw.to(torch.float32)
+
+
 @runtime_checkable
 class TileRunner(Protocol):
     """What an inference engine provides to the :class:`Denoiser`.
@@ -179,6 +210,7 @@ class Denoiser:
         )
         self._sha256 = package.sha256
         self._windows: dict[int, torch.Tensor] = {}
+        self._streams: tuple[torch.cuda.Stream, torch.cuda.Stream] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -227,9 +259,11 @@ class Denoiser:
             if bad.any():
                 first = np.unravel_index(int(np.argmax(bad)), arr.shape)
                 self._raise_nonfinite(int(bad.sum()), first, arr.shape)
-        stack = torch.from_numpy(np.ascontiguousarray(arr.reshape(-1, *arr.shape[-2:]), np.float32))
-        out = self._run(stack.to(self.device))
-        return out.cpu().numpy().reshape(arr.shape)
+        stack = arr.reshape(-1, *arr.shape[-2:])
+        if self.device.type == "cuda":
+            return self._denoise_streamed(stack).reshape(arr.shape)
+        x = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
+        return self._run(x.to(self.device)).cpu().numpy().reshape(arr.shape)
 
     def denoise_tensor(self, frames: torch.Tensor) -> torch.Tensor:
         """Denoise an ``(N, H, W)`` tensor.
@@ -270,6 +304,52 @@ class Denoiser:
                 first = tuple(int(i) for i in bad.nonzero()[0])
                 self._raise_nonfinite(n_bad, first, tuple(frames.shape))
         return self._run(x)
+
+    def _denoise_streamed(self, stack: np.ndarray) -> np.ndarray:
+        """CUDA path: pinned host buffers, copies overlapping compute.
+
+        Frames are uploaded in their camera dtype (uint16 is half the bytes of float32)
+        from page-locked memory on an upload stream, one network call's worth of frames
+        (a group) at a time. The host copies group k+1 into pinned memory and queues its
+        upload while the compute stream still works on group k, and group k's result goes
+        down on a download stream while group k+1 computes.
+        """
+        device = self.device
+        host = _uploadable(stack)
+        staging = torch.empty(host.shape, dtype=_TORCH_DTYPES[host.dtype], pin_memory=True)
+        result = torch.empty(stack.shape, dtype=torch.float32, pin_memory=True)
+        staging_np = staging.numpy()
+        compute = torch.cuda.current_stream(device)
+        upload, download = self._copy_streams()
+        group = self._frames_per_call(stack.shape[-2:])
+        for start in range(0, stack.shape[0], group):
+            part = slice(start, start + group)
+            staging_np[part] = host[part]
+            with torch.cuda.stream(upload):
+                raw = staging[part].to(device, non_blocking=True)
+            compute.wait_stream(upload)
+            raw.record_stream(compute)  # allocated on the upload stream, used on compute
+            out = self._run(_decode_upload(raw, stack.dtype))
+            download.wait_stream(compute)
+            with torch.cuda.stream(download):
+                result[part].copy_(out, non_blocking=True)
+            out.record_stream(download)
+        download.synchronize()
+        return result.numpy()
+
+    def _copy_streams(self) -> tuple[torch.cuda.Stream, torch.cuda.Stream]:
+        if self._streams is None:
+            self._streams = (torch.cuda.Stream(self.device), torch.cuda.Stream(self.device))
+        return self._streams
+
+    def _frames_per_call(self, shape: tuple[int, int]) -> int:
+        """Frames whose tiles (or whole frames) fill about one network call."""
+        height, width = shape
+        if self.tile is None:
+            padded = (height + -height % self.multiple) * (width + -width % self.multiple)
+            return max(1, self.batch_size * self.package.patch_size**2 // padded)
+        tile = fit_tile((height, width), self.tile, self.multiple)
+        return max(1, self.batch_size // plan_tiles((height, width), tile).n_tiles)
 
     # -- validation --------------------------------------------------------------------------
 
