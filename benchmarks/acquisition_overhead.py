@@ -31,7 +31,11 @@ Cameras: DemoCamera (mm-test-adapters) at exposure 0 with ``FastImage=1`` (a cam
 is itself CPU-bound) at 512^2 and 2048^2; DemoCamera at 512^2 with a 10 ms exposure (an
 exposure-bound camera, as in low-light SIM); the simulated SIM microscope
 (``acquisition/_simulated.py``, unicore Python camera + SLM, not real-time) at 512^2 with
-3x3 SIM sets.
+3x3 SIM sets. Then hardware-sequenced bursts (``startSequenceAcquisition``, pymmcore-plus's
+default for a time series without interval and how a fast SIM burst runs) of a DemoCamera
+that costs the host no CPU per frame (``FastImage=1``), like a real camera: 512^2 at 2 ms
+(~450 fps, a SIM ROI), 512^2 at 0 ms (as fast as the camera thread can copy) and, full run
+only, 2048^2 at 10 ms (~90 fps, an sCMOS).
 
 Also reported per live run: ``frameReady`` cost on the relay thread (median, p99 in µs),
 the most frames waiting for the denoiser and for the raw writer, the denoise latency
@@ -190,20 +194,37 @@ def interleaved(
     runs: list[dict[str, Any]] = []
     for rep in range(repeats):
         for name in conditions:
-            record = run_condition(name, core, events, n_frames, timer, tmp, denoiser)
+            try:
+                record = run_condition(name, core, events, n_frames, timer, tmp, denoiser)
+            except MemoryError as exc:  # pymmcore-plus: the camera's circular buffer overflowed
+                record = {"condition": name, "failed": f"{type(exc).__name__}: {exc}"}
+                core.stopSequenceAcquisition()
+                core.clearCircularBuffer()
             record["repeat"] = rep
             runs.append(record)
             gc.collect()
-            print(f"  {label:<22} {name:<17} rep {rep}: {record['fps']:8.1f} fps", flush=True)
+            result = f"{record['fps']:8.1f} fps" if "fps" in record else record["failed"]
+            print(f"  {label:<22} {name:<17} rep {rep}: {result}", flush=True)
     medians = {
-        name: statistics.median(r["fps"] for r in runs if r["condition"] == name)
+        name: statistics.median(
+            [r["fps"] for r in runs if r["condition"] == name and "fps" in r] or [0.0]
+        )
         for name in conditions
     }
-    out: dict[str, Any] = {"frames": n_frames, "median_fps": medians, "runs": runs}
+    failed = {
+        name: sum(r["condition"] == name and "failed" in r for r in runs) for name in conditions
+    }
+    out: dict[str, Any] = {
+        "frames": n_frames,
+        "circular_buffer_mb": core.getCircularBufferMemoryFootprint(),
+        "median_fps": medians,
+        "failed_runs": {name: count for name, count in failed.items() if count},
+        "runs": runs,
+    }
     out["ratio_vs_bare"] = {
         name: round(medians[name] / medians["bare"], 4) for name in conditions if name != "bare"
     }
-    live = [r for r in runs if r["condition"].startswith("live")]
+    live = [r for r in runs if r["condition"].startswith("live") and "fps" in r]
     if live:
         out["frame_ready_us"] = {
             "median_of_p50": statistics.median(r["frame_ready_p50_us"] for r in live),
@@ -232,15 +253,25 @@ def frame_ready_microbench(tmp: Path, n: int = 5000) -> dict[str, float]:
     }
 
 
-def democam(size: int, exposure_ms: float = 0.0) -> CMMCorePlus:
-    """DemoCamera at ``size``^2; exposure 0 uses FastImage (no per-frame rendering)."""
+def democam(
+    size: int, exposure_ms: float = 0.0, *, burst: bool = False, fast_image: bool | None = None
+) -> CMMCorePlus:
+    """DemoCamera at ``size``^2.
+
+    ``burst``: hardware-sequenced (``startSequenceAcquisition``), the way pymmcore-plus
+    runs a time series with no interval by default and how a fast SIM burst runs: the
+    camera's own C++ thread paces the frames and the MDA thread only pops them.
+    ``fast_image`` (default: only at exposure 0) skips DemoCamera's per-frame rendering,
+    which costs ~2 ms (512^2) to ~50 ms (2048^2) of CPU; a real camera costs the host none.
+    """
     core = CMMCorePlus()
     core.loadSystemConfiguration()
     core.setProperty("Camera", "OnCameraCCDXSize", size)
     core.setProperty("Camera", "OnCameraCCDYSize", size)
-    core.setProperty("Camera", "FastImage", 1 if exposure_ms == 0 else 0)
+    fast = exposure_ms == 0 if fast_image is None else fast_image
+    core.setProperty("Camera", "FastImage", 1 if fast else 0)
     core.setExposure(exposure_ms)
-    core.mda.engine.use_hardware_sequencing = False
+    core.mda.engine.use_hardware_sequencing = burst
     return core
 
 
@@ -329,7 +360,6 @@ def main() -> None:
             )
             n2048 = 40
             seq2048 = useq.MDASequence(time_plan={"interval": 0, "loops": n2048})
-            tiny = make_denoiser("tiny")
             results["cameras"]["democam_2048"] = with_core(
                 lambda: democam(2048),
                 lambda core: interleaved(
@@ -339,11 +369,33 @@ def main() -> None:
                     n2048,
                     ["bare", "builtin_zarr", "live"],
                     repeats,
-                    tiny,
+                    make_denoiser("tiny"),
                     tmp,
                 ),
             )
             results["cameras"]["simulated_sim_512"] = simulated(repeats, denoiser, tmp)
+        # Hardware-sequenced bursts of a camera that costs the host no CPU (FastImage):
+        # a SIM ROI at 500 fps, an sCMOS 2048^2 at ~90 fps, and DemoCamera flat out.
+        burst_conditions = ["bare", "builtin_zarr", "live", "live_identity"]
+        bursts = [
+            ("democam_512_burst_2ms", "DemoCamera 512^2 burst 2 ms", 512, 2.0, 500, denoiser),
+            ("democam_512_burst_full", "DemoCamera 512^2 burst 0 ms", 512, 0.0, 500, denoiser),
+        ]
+        if not args.quick:
+            tiny = make_denoiser("tiny")
+            bursts.append(
+                ("democam_2048_burst_10ms", "DemoCamera 2048^2 burst 10 ms", 2048, 10.0, 100, tiny)
+            )
+        for key, label, size, exposure, n_burst, model in bursts:
+            seq_burst = useq.MDASequence(time_plan={"interval": 0, "loops": n_burst})
+            results["cameras"][key] = with_core(
+                lambda size=size, exposure=exposure: democam(
+                    size, exposure, burst=True, fast_image=True
+                ),
+                lambda core, label=label, seq=seq_burst, n=n_burst, model=model: interleaved(
+                    label, core, seq, n, burst_conditions, repeats, model, tmp
+                ),
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
@@ -391,6 +443,8 @@ def print_summary(results: dict[str, Any]) -> None:
                 p99 = max(r["frame_ready_p99_us"] for r in runs)
                 fr = f"{p50:.1f} / {p99:.1f}"
             print(f"{camera:<22} {name:<17} {fps:10.1f}   {ratio:5.3f}   {fr}")
+        for name, count in data.get("failed_runs", {}).items():
+            print(f"{camera:<22} {name:<17} {count} run(s) failed: circular buffer overflowed")
     direct = results.get("frame_ready_direct")
     if direct:
         print(f"\nframeReady called directly: p50 {direct['p50_us']} us, p99 {direct['p99_us']} us")

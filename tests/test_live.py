@@ -23,8 +23,10 @@ import useq
 import zarr
 from pymmcore_plus import CMMCorePlus
 
+from sn2n_live.acquisition import _live
 from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise, load_denoiser
 from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.acquisition._writers import RunWriter
 from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage, save_package
 from sn2n_live.method._risk import RiskThresholds
@@ -193,6 +195,36 @@ def test_slow_denoiser_never_slows_the_camera(core, denoiser, tmp_path):
     np.testing.assert_allclose(den[k], denoiser.denoise(np.asarray(raw[k])), rtol=1e-4, atol=1e-2)
 
 
+def test_denoising_waits_while_the_raw_writer_is_behind(core, denoiser, tmp_path, monkeypatch):
+    # A slow disk: every raw frame takes 15 ms to write, several camera frames' time.
+    append_raw = RunWriter.append_raw
+
+    def slow_append_raw(self, pos, frame, metadata):
+        time.sleep(0.015)
+        append_raw(self, pos, frame, metadata)
+
+    monkeypatch.setattr(RunWriter, "append_raw", slow_append_raw)
+    n = 80
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": n})
+    backlog_at_call: list[tuple[bool, int, int]] = []
+
+    class Recording(SlowDenoiser):
+        def denoise(self, frames):
+            backlog_at_call.append((h._accepting, h._n_received - h._n_raw_done, len(frames)))
+            return super().denoise(frames)
+
+    run = tmp_path / "run"
+    with live_denoise(core, model=Recording(denoiser), out=run, events=seq) as h:
+        core.mda.run(seq)
+    summary = h.wait()
+    assert summary.status == "completed"
+    assert summary.raw_written == summary.denoised_written == n
+    during = [(backlog, size) for acquiring, backlog, size in backlog_at_call if acquiring]
+    # Frames arriving between the check and the call add a few more.
+    assert all(backlog <= _live._RAW_BACKLOG_HOLD + 2 * size for backlog, size in during)
+    assert _run_json(run)["timings"]["denoise_held_for_raw_writer_s"] > 0
+
+
 def test_cancel_mid_run_leaves_consistent_stores(core, denoiser, tmp_path):
     seq = useq.MDASequence(time_plan={"interval": 0.02, "loops": 200})
     run = tmp_path / "run"
@@ -341,6 +373,10 @@ def test_bad_options_fail_before_the_acquisition(denoiser, tmp_path):
         LiveDenoiseHandler(denoiser, tmp_path / "a", memory_budget_mb=0)
     with pytest.raises(ValueError, match="dimension"):
         LiveDenoiseHandler(denoiser, tmp_path / "a", events=_sim_events(1), file_format="ome-tiff")
+    with pytest.raises(ValueError, match=r"writer_nice must be an int in 0\.\.19; got 20"):
+        LiveDenoiseHandler(denoiser, tmp_path / "a", writer_nice=20)
+    with pytest.raises(ValueError, match=r"denoise_nice must be an int in 0\.\.19; got True"):
+        LiveDenoiseHandler(denoiser, tmp_path / "a", denoise_nice=True)
     with pytest.raises(ValueError, match="is not a file"):
         load_denoiser(tmp_path / "missing.sn2n")
     with pytest.raises(ValueError, match="must be a denoiser"):

@@ -78,6 +78,10 @@ _log = logging.getLogger(__name__)
 RUN_FORMAT = "sn2n-live-run"
 RUN_FORMAT_VERSION = 1
 _HEARTBEAT_S = 2.0
+# The denoise worker waits while more raw frames than this are not yet written (and
+# checks again every _HOLD_POLL_S): one 3x5 SIM set plus slack.
+_RAW_BACKLOG_HOLD = 16
+_HOLD_POLL_S = 0.005
 _SIM_KEY = "sim"
 _PATTERN_KEYS = ("a", "h")
 # Why a frame has no denoised twin (run.json: missing_denoised.by_reason).
@@ -301,6 +305,7 @@ class _Timing:
     t_acq_end: float | None = None
     t_done: float | None = None
     busy_s: float = 0.0
+    held_for_raw_s: float = 0.0
     first_runner_ms: float | None = None
     last_runner_ms: float | None = None
     n_timed: int = 0
@@ -476,6 +481,10 @@ class LiveDenoiseHandler:
         (Linux nice increment, 0..19; 0 leaves it alone). On a machine with few cores
         this keeps a CPU-bound denoiser from taking CPU time from the camera and the raw
         writer; the worker then uses what they leave.
+    writer_nice : int
+        The same for the raw-writer thread (0..19). When the CPU cannot keep up, frames then
+        wait in the raw backlog (memory, reported in the stats) rather than in the camera's
+        circular buffer, whose overflow would end the acquisition.
     copy_frames : bool, optional
         Copy each frame in ``frameReady``. Default: only when the array does not own
         its memory (pymmcore and unicore hand out a fresh array per frame; a view into
@@ -504,6 +513,7 @@ class LiveDenoiseHandler:
         stats_interval_s: float = 0.25,
         denoise_threads: int | None = None,
         denoise_nice: int = 19,
+        writer_nice: int = 10,
         copy_frames: bool | None = None,
     ) -> None:
         if not (callable(getattr(denoiser, "denoise", None)) and hasattr(denoiser, "provenance")):
@@ -521,10 +531,9 @@ class LiveDenoiseHandler:
             raise ValueError(f"max_batch must be a positive int; got {max_batch!r}.")
         if not (isinstance(stats_interval_s, int | float) and stats_interval_s > 0):
             raise ValueError(f"stats_interval_s must be > 0; got {stats_interval_s!r}.")
-        if isinstance(denoise_nice, bool) or not isinstance(denoise_nice, int):
-            raise ValueError(f"denoise_nice must be an int 0..19; got {denoise_nice!r}.")
-        if not 0 <= denoise_nice <= 19:
-            raise ValueError(f"denoise_nice must be in 0..19; got {denoise_nice}.")
+        for name, nice in (("denoise_nice", denoise_nice), ("writer_nice", writer_nice)):
+            if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+                raise ValueError(f"{name} must be an int in 0..19; got {nice!r}.")
         if denoise_threads is not None and (
             isinstance(denoise_threads, bool)
             or not isinstance(denoise_threads, int)
@@ -555,6 +564,7 @@ class LiveDenoiseHandler:
         self._stats_interval = float(stats_interval_s)
         self._denoise_threads = denoise_threads
         self._denoise_nice = denoise_nice
+        self._writer_nice = writer_nice
         self._copy_frames = copy_frames
         self._events_given = events is not None
         self._events_doc = self._describe_events(events)
@@ -902,6 +912,8 @@ class LiveDenoiseHandler:
     def _raw_loop(self) -> None:
         writer = self._writer
         assert writer is not None
+        if self._writer_nice:
+            self._lower_priority(self._writer_nice, "raw_writer")
         try:
             self._write_run_json("running")
         except Exception as exc:  # keep saving raw frames regardless
@@ -970,7 +982,7 @@ class LiveDenoiseHandler:
 
                 torch.set_num_threads(self._denoise_threads)
             if self._denoise_nice:
-                self._lower_priority(self._denoise_nice)
+                self._lower_priority(self._denoise_nice, "denoise_worker")
             while True:
                 ending = self._take(pending, block=not pending and not ending) or ending
                 if self._catch_up_canceled.is_set() or not self._den_active:
@@ -986,6 +998,7 @@ class LiveDenoiseHandler:
                 if batch is None:
                     ending = self._take(pending, block=True) or ending
                     continue
+                self._yield_to_raw_writer()
                 self._process(batch)
         except Exception as exc:  # the run must still be finalized
             self._den_failed = True
@@ -999,7 +1012,26 @@ class LiveDenoiseHandler:
         finally:
             self._finalize()
 
-    def _lower_priority(self, nice: int) -> None:
+    def _yield_to_raw_writer(self) -> None:
+        """While acquiring, hold denoising as long as the raw writer is behind.
+
+        Raw frames come first: on a saturated CPU, denoising and writing denoised frames
+        compete with the raw writer and with the acquisition thread popping the camera's
+        buffer. Held frames stay queued (within the memory budget) and are denoised when
+        the raw writer has caught up or after the acquisition.
+        """
+        raw_thread = self._threads[0]
+        t0 = time.perf_counter()
+        while (
+            self._accepting
+            and self._n_received - self._n_raw_done > _RAW_BACKLOG_HOLD
+            and raw_thread.is_alive()
+            and not self._catch_up_canceled.is_set()
+        ):
+            time.sleep(_HOLD_POLL_S)
+        self._timing.held_for_raw_s += time.perf_counter() - t0
+
+    def _lower_priority(self, nice: int, where: str) -> None:
         """Raise this thread's nice value so the OS schedules acquisition work first.
 
         On Linux a thread id is a valid PRIO_PROCESS target and torch's intra-op threads,
@@ -1012,7 +1044,7 @@ class LiveDenoiseHandler:
             tid = threading.get_native_id()
             setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
         except OSError as exc:
-            self._record_error("denoise_worker", exc, None)
+            self._record_error(where, exc, None)
 
     def _take(self, pending: deque[_Frame], *, block: bool) -> bool:
         """Move queued items into ``pending``; return True if the end marker was seen."""
@@ -1407,6 +1439,7 @@ class LiveDenoiseHandler:
                 "max_batch": self.max_batch,
                 "denoise_threads": self._denoise_threads,
                 "denoise_nice": self._denoise_nice,
+                "writer_nice": self._writer_nice,
                 **self._options,
             },
             "counts": {
@@ -1431,6 +1464,7 @@ class LiveDenoiseHandler:
                 "catch_up_s": summary.catch_up_s,
                 "camera_fps": summary.camera_fps,
                 "denoise_fps": summary.denoise_fps,
+                "denoise_held_for_raw_writer_s": round(t.held_for_raw_s, 3),
                 "latency_ms": {"p50": summary.latency_p50_ms, "p99": summary.latency_p99_ms},
                 "frame_ready_us": {
                     "p50": summary.frame_ready_p50_us,
