@@ -437,8 +437,7 @@ class Denoiser:
             # pad < multiple <= side, as reflect padding requires.
             x = F.pad(x[:, None], (0, pad_w, 0, pad_h), mode="reflect")[:, 0]
         normalized, lo, hi = normalize_tiles(x, lo, hi, "global", self.package.thresholds)
-        budget = self.batch_size * self.package.patch_size**2
-        per_call = max(1, budget // (x.shape[-2] * x.shape[-1]))
+        per_call = self._frames_per_call((height, width))
         out = denormalize(self._infer(normalized, per_call), lo, hi)
         return out[:, :height, :width]
 
