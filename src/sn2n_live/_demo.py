@@ -17,9 +17,8 @@ import zarr
 from rich.console import Console
 from rich.table import Table
 
-from sn2n_live.acquisition import acquire_live, acquire_pilot
+from sn2n_live.acquisition import acquire_live, acquire_pilot, build_profile_denoiser
 from sn2n_live.acquisition._live import RunSummary
-from sn2n_live.engine import build_denoiser
 from sn2n_live.io import read_frames
 from sn2n_live.method import TrainingConfig, save_package, train
 from sn2n_live.profiles import load_profile
@@ -94,14 +93,7 @@ def run_demo(
     )
 
     t0 = time.perf_counter()
-    settings = prof.denoise
-    denoiser = build_denoiser(
-        package,
-        engine=settings.engine,
-        tile=settings.tile_size,
-        batch_size=settings.batch_size,
-        precision=settings.precision,
-    )
+    denoiser = build_profile_denoiser(prof, package)
     run_dir = out / "run"
     if run_dir.exists():
         _remove_run(run_dir)

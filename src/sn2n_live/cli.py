@@ -283,8 +283,7 @@ def acquire(
     timepoints: Annotated[int | None, typer.Option(help="Override the time points.")] = None,
 ) -> None:
     """Run a live acquisition: raw and denoised saved side by side, with run.json."""
-    from sn2n_live.acquisition import acquire_live
-    from sn2n_live.engine import build_denoiser
+    from sn2n_live.acquisition import acquire_live, build_profile_denoiser
     from sn2n_live.method import load_package
     from sn2n_live.profiles import load_profile
 
@@ -293,14 +292,7 @@ def acquire(
     if model_path is None:
         raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
     package = load_package(model_path)
-    settings = prof.denoise
-    denoiser = build_denoiser(
-        package,
-        engine=settings.engine,
-        tile=settings.tile_size,
-        batch_size=settings.batch_size,
-        precision=settings.precision,
-    )
+    denoiser = build_profile_denoiser(prof, package)
     with _progress() as progress:
         task = progress.add_task("catching up", total=None)
 

@@ -17,6 +17,7 @@ from sn2n_live.acquisition._session import (
     acquire_live,
     acquire_pilot,
     build_events,
+    build_profile_denoiser,
     open_microscope,
 )
 from sn2n_live.acquisition._sim_plan import SIMEventMetadata, SIMPlan, expand_sequence
@@ -41,6 +42,7 @@ __all__ = [
     "acquire_live",
     "acquire_pilot",
     "build_events",
+    "build_profile_denoiser",
     "create_demo_core",
     "create_simulated_microscope",
     "expand_sequence",

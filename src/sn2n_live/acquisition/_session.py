@@ -25,9 +25,43 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from sn2n_live.acquisition._live import FrameDenoiser
+    from sn2n_live.method import Denoiser, ModelPackage
     from sn2n_live.profiles import Profile
 
-__all__ = ["acquire_live", "acquire_pilot", "build_events", "open_microscope"]
+__all__ = [
+    "acquire_live",
+    "acquire_pilot",
+    "build_events",
+    "build_profile_denoiser",
+    "open_microscope",
+]
+
+
+def build_profile_denoiser(profile: Profile, package: ModelPackage) -> Denoiser:
+    """Build the Denoiser the profile's ``[denoise]`` settings ask for.
+
+    Parameters
+    ----------
+    profile : Profile
+        Its engine, precision, tile and batch size are used.
+    package : ModelPackage
+        The trained model.
+
+    Returns
+    -------
+    Denoiser
+        On the selected engine (see :func:`sn2n_live.engine.select_engine`).
+    """
+    from sn2n_live.engine import build_denoiser
+
+    settings = profile.denoise
+    return build_denoiser(
+        package,
+        engine=settings.engine,
+        tile=settings.tile_size,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
+    )
 
 
 @contextmanager
