@@ -14,12 +14,31 @@ Both stores are written with ome-writers. Their layout comes from the event list
 angle and phase folded into one ``sim`` dimension, because ome-writers accepts at most 5
 non-position dimensions (y and x included). See :func:`layout_from_events` for the rule.
 
-Durability: with the default ``zarr-python`` backend an ``append`` returns once its chunk
-file is on disk (written atomically), so a killed run leaves every frame listed in the
-journals readable; ome-writers keeps per-frame metadata in memory and writes it into
-``zarr.json`` only on close, which is why the journals exist. ``tensorstore`` appends return
-immediately and write in the background: faster on the caller's thread, but a killed
-process loses the frames still in flight, and frames cannot be read back before close.
+Backends (``zarr_backend``, OME-Zarr only) trade the work done on the caller's thread
+against durability:
+
+- ``zarr-python`` (default): an ``append`` returns once its chunk file is on disk (written
+  atomically), so a killed run leaves every frame listed in the journals readable, and a
+  frame can be read back (:meth:`RunWriter.read_raw`) as soon as it was appended. The
+  write happens on the caller's thread, which holds the GIL for much of it.
+- ``tensorstore``: appends return immediately and write in the background: cheaper on the
+  caller's thread, but a killed process loses the frames still in flight, and frames
+  cannot be read back before close.
+- ``acquire-zarr`` (the C++ streaming writer): an append copies the frame into the
+  writer's buffers and returns; chunks are written by its own threads, without the GIL,
+  so it holds the GIL about as little as tensorstore and far less than zarr-python (its
+  threads still need CPU time). It has tensorstore's limits and more. A frame is readable
+  only after close. A killed run leaves a store whose frames on disk are intact except
+  that a shard being written at the kill may be torn (zarr refuses it with a checksum
+  error); its array shape is whatever acquire-zarr last recorded, not the layout's, and
+  its ``zarr.json`` lacks the run-level attributes, which ome-writers writes on close.
+  A skipped frame (a gap, the padded end of the denoised store) is passed to the writer
+  as a zero frame on the caller's thread (all-zero chunks are not written to disk). At
+  close, :class:`RunWriter` grows the arrays to the layout's full shape and creates
+  arrays of positions that got no frame, as the other backends do from the start.
+
+ome-writers keeps per-frame metadata in memory and writes it into ``zarr.json`` only on
+close, whatever the backend, which is why the journals exist.
 """
 
 from __future__ import annotations
@@ -55,7 +74,7 @@ __all__ = [
 ]
 
 FileFormat = Literal["ome-zarr", "ome-tiff"]
-ZarrBackend = Literal["zarr-python", "tensorstore"]
+ZarrBackend = Literal["zarr-python", "tensorstore", "acquire-zarr"]
 DenoisedDtype = Literal["float32", "uint16"]
 
 RAW_NAME = "raw"
@@ -75,6 +94,11 @@ _KEY_TYPES = {"t": "time", "p": "position", "z": "space", "c": "channel"}
 # NGFF (enforced by yaozarrs) wants axes ordered time, channel, custom, space.
 _STORAGE_RANK = {"time": 0, "channel": 1, "other": 2, "space": 3}
 _SUFFIX = {"ome-zarr": ".ome.zarr", "ome-tiff": ".ome.tiff"}
+# Backends whose appends are on disk (and readable) when ``append`` returns.
+_SYNCHRONOUS_BACKENDS = frozenset({"zarr-python"})
+# acquire-zarr writes a skip as zero frames from one buffer per call: skip at most this
+# many bytes at a time so a long gap needs no huge allocation.
+_SKIP_BATCH_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -389,22 +413,36 @@ def _json_default(value: object) -> object:
 
 
 class _Store:
-    """One ome-writers stream plus its cursor (next frame number) and journal."""
+    """One ome-writers stream plus its cursor (next frame number) and journal.
 
-    def __init__(self, stream: OMEStream, path: Path, journal: IO[str], *, tiff: bool) -> None:
+    ``skip_batch`` caps the frames per ``stream.skip`` call (None: no cap); ``arrays``, if
+    given, are the store's arrays with their full shape (unbounded axes 0), completed by
+    :func:`_complete_arrays` after the stream closed (acquire-zarr).
+    """
+
+    def __init__(
+        self,
+        stream: OMEStream,
+        path: Path,
+        journal: IO[str],
+        *,
+        tiff: bool,
+        skip_batch: int | None = None,
+        arrays: _ArraySpec | None = None,
+    ) -> None:
         self.stream = stream
         self.path = path
         self.journal = journal
         self.tiff = tiff
+        self.skip_batch = skip_batch
+        self.arrays = arrays
         self.cursor = 0
         self.closed = False
 
     def put(self, pos: int, frame: np.ndarray, metadata: dict[str, Any]) -> None:
         if pos < self.cursor:
             raise ValueError(f"frame number {pos} was already written or skipped")
-        if pos > self.cursor:
-            self.stream.skip(frames=pos - self.cursor)
-            self.cursor = pos
+        self.pad_to(pos)
         stored = _tiff_plane_metadata(metadata) if self.tiff else metadata
         try:
             self.stream.append(frame, frame_metadata=stored)
@@ -416,17 +454,73 @@ class _Store:
         self.journal.write(json.dumps({"pos": pos, **metadata}, default=_json_default) + "\n")
 
     def pad_to(self, n: int) -> None:
-        if n > self.cursor:
-            self.stream.skip(frames=n - self.cursor)
-            self.cursor = n
+        while n > self.cursor:
+            step = n - self.cursor
+            if self.skip_batch is not None:
+                step = min(step, self.skip_batch)
+            self.stream.skip(frames=step)
+            self.cursor += step
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             try:
                 self.stream.close()
+                if self.arrays is not None:
+                    _complete_arrays(self.arrays)
             finally:
                 self.journal.close()
+
+
+@dataclass(frozen=True)
+class _ArraySpec:
+    """The arrays of one OME-Zarr store and the shape each must have after close."""
+
+    paths: tuple[Path, ...]
+    shape: tuple[int, ...]  # unbounded axes 0
+    dtype: str
+    dimension_names: tuple[str, ...]
+
+
+def _complete_arrays(spec: _ArraySpec) -> None:
+    """Give an acquire-zarr store's arrays the shape the other backends give them.
+
+    acquire-zarr records as an array's shape only the extent of the frames it was handed
+    and creates no array for a position that got no frame, so a run that stopped early
+    would leave a store shorter than its bounded layout, or with datasets missing. Chunks
+    never written read as the fill value (0), so growing the shape in ``zarr.json`` (or
+    writing that file for a missing array, from a sibling's or afresh) is all it takes.
+    An unbounded axis keeps the extent written.
+    """
+    existing = [p / "zarr.json" for p in spec.paths if (p / "zarr.json").is_file()]
+    template = json.loads(existing[0].read_text(encoding="utf-8")) if existing else None
+    for array in spec.paths:
+        meta_path = array / "zarr.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            recorded = [int(n) for n in meta["shape"]]
+        elif template is not None:
+            meta = dict(template)
+            recorded = [0] * len(spec.shape)
+        else:
+            import zarr
+
+            zarr.create_array(
+                store=str(array),
+                shape=spec.shape,
+                chunks=tuple(1 for _ in spec.shape[:-2]) + spec.shape[-2:],
+                dtype=spec.dtype,
+                fill_value=0,
+                dimension_names=spec.dimension_names,
+                compressors=None,
+                zarr_format=3,
+            )
+            continue
+        grown = [max(r, n) for r, n in zip(recorded, spec.shape, strict=True)]
+        if grown != meta.get("shape"):
+            meta["shape"] = grown
+            array.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(meta_path, meta)
 
 
 class RunWriter:
@@ -448,8 +542,21 @@ class RunWriter:
         positions) and an integer denoised dtype.
     denoised_dtype : {"float32", "uint16"}
         Denoised store dtype; uint16 rounds and clips to 0..65535.
-    zarr_backend : {"zarr-python", "tensorstore"}
-        ome-writers backend for OME-Zarr (see the module docstring for the trade-off).
+    zarr_backend : {"zarr-python", "tensorstore", "acquire-zarr"}
+        ome-writers backend for OME-Zarr, a trade-off between the cost on the calling
+        thread and durability (details in the module docstring):
+
+        - ``"zarr-python"``: synchronous, atomic chunk writes; every appended frame is on
+          disk, survives a kill and can be read back at once (:meth:`read_raw`).
+        - ``"tensorstore"``: writes in the background; frames in flight are lost on a
+          kill and frames are readable only after :meth:`close_raw`.
+        - ``"acquire-zarr"``: the C++ streaming writer; an append hands the frame over
+          and its own threads write it without the GIL, so the acquisition's Python
+          threads wait least for the GIL (as with tensorstore; its threads still need CPU
+          time). Tensorstore's limits apply (readable only after :meth:`close_raw`,
+          frames in flight lost on a kill), and a killed run may leave one torn shard per
+          writer thread and stores without the run-level attributes; skipped frames are
+          passed to the writer as zeros on the calling thread.
 
     Raises
     ------
@@ -585,7 +692,29 @@ class RunWriter:
         except BaseException:
             stream.close()
             raise
-        return _Store(stream, path, journal, tiff=settings.format.name == "ome-tiff")
+        skip_batch = None
+        arrays = None
+        if getattr(settings.format, "backend", None) == "acquire-zarr":
+            frame_dims = settings.array_storage_dimensions
+            frame_bytes = np.dtype(settings.dtype).itemsize * math.prod(
+                d.count or 1 for d in frame_dims[-2:]
+            )
+            skip_batch = max(1, _SKIP_BATCH_BYTES // frame_bytes)
+            n_positions = len(settings.positions) if settings.positions else 1
+            arrays = _ArraySpec(
+                paths=tuple(self._array_path(path, i) for i in range(n_positions)),
+                shape=tuple(d.count or 0 for d in frame_dims),
+                dtype=settings.dtype,
+                dimension_names=tuple(d.name for d in frame_dims),
+            )
+        return _Store(
+            stream,
+            path,
+            journal,
+            tiff=settings.format.name == "ome-tiff",
+            skip_batch=skip_batch,
+            arrays=arrays,
+        )
 
     # -- raw (raw-writer thread) -----------------------------------------------------------
 
@@ -643,11 +772,13 @@ class RunWriter:
         """Whether raw frame ``pos`` can be read back now.
 
         With the synchronous ``zarr-python`` backend a frame is readable as soon as it was
-        appended; with ``tensorstore`` or OME-TIFF only after :meth:`close_raw`.
+        appended; with ``tensorstore``, ``acquire-zarr`` or OME-TIFF only after
+        :meth:`close_raw` (they write in the background: before close a frame may be
+        missing from disk, read as zeros, or lie outside the array's recorded shape).
         """
         if self._raw_closed:
             return True
-        synchronous = self.file_format == "ome-zarr" and self.zarr_backend == "zarr-python"
+        synchronous = self.file_format == "ome-zarr" and self.zarr_backend in _SYNCHRONOUS_BACKENDS
         return synchronous and pos < self.raw_cursor
 
     def wait_raw_readable(self, pos: int, timeout: float) -> bool:
