@@ -170,4 +170,5 @@ def test_pilot_then_acquire_on_the_simulated_microscope(model_file, tmp_path):
     assert raw.dtype == np.uint16 and den.dtype == np.float32
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "completed"
+    assert run["options"]["isolation"] == "process"  # the profile default
     assert run["counts"]["raw_written"] == run["counts"]["denoised_written"] == 18

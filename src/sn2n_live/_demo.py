@@ -6,6 +6,7 @@ no hardware and no downloads.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -93,7 +94,8 @@ def run_demo(
     )
 
     t0 = time.perf_counter()
-    denoiser = build_profile_denoiser(prof, package)
+    # A factory, so that the denoiser can be built in the denoise process.
+    denoiser = functools.partial(build_profile_denoiser, prof, package)
     run_dir = out / "run"
     if run_dir.exists():
         _remove_run(run_dir)

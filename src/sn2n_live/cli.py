@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -292,7 +293,8 @@ def acquire(
     if model_path is None:
         raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
     package = load_package(model_path)
-    denoiser = build_profile_denoiser(prof, package)
+    # A factory, so that the denoiser can be built in the denoise process.
+    denoiser = functools.partial(build_profile_denoiser, prof, package)
     with _progress() as progress:
         task = progress.add_task("catching up", total=None)
 

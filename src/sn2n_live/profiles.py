@@ -121,6 +121,9 @@ class OutputSettings(_Model):
     denoised_dtype: Literal["float32", "uint16"] = "float32"
     memory_budget_mb: Annotated[float, Field(gt=0)] = 1024.0
     backlog_policy: Literal["complete", "preview"] = "complete"
+    zarr_backend: Literal["zarr-python", "tensorstore", "acquire-zarr"] = "zarr-python"
+    # Writers and denoiser in a child process: the acquisition keeps its GIL (fast bursts).
+    isolation: Literal["thread", "process"] = "process"
 
 
 class Profile(_Model):

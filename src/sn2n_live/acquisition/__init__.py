@@ -4,6 +4,7 @@ This package never imports Qt: previews poll :meth:`LiveDenoiseHandler.latest` o
 connect to its psygnal signals.
 """
 
+from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
 from sn2n_live.acquisition._live import (
     FrameDenoiser,
     LatestPair,
@@ -35,6 +36,7 @@ __all__ = [
     "LiveDenoiseEvents",
     "LiveDenoiseHandler",
     "LiveStats",
+    "ProcessLiveDenoiseHandler",
     "RunSummary",
     "SIMEventMetadata",
     "SIMPlan",

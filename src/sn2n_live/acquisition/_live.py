@@ -59,6 +59,8 @@ from sn2n_live.acquisition._writers import (
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
+    from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+
 __all__ = [
     "FrameDenoiser",
     "LatestPair",
@@ -71,6 +73,7 @@ __all__ = [
 ]
 
 Policy = Literal["complete", "preview"]
+Isolation = Literal["thread", "process"]
 RunStatus = Literal["running", "completed", "canceled", "denoiser_failed", "failed", "interrupted"]
 
 _log = logging.getLogger(__name__)
@@ -313,14 +316,18 @@ class _Timing:
     frame_ready_us: array = field(default_factory=lambda: array("f"))
 
 
-def load_denoiser(model: FrameDenoiser | str | os.PathLike[str]) -> FrameDenoiser:
-    """Return ``model`` if it is a denoiser, else load a ``.sn2n`` package into one.
+def load_denoiser(
+    model: FrameDenoiser | str | os.PathLike[str] | Callable[[], FrameDenoiser],
+) -> FrameDenoiser:
+    """Return ``model`` if it is a denoiser, else load or build one.
 
     Parameters
     ----------
-    model : FrameDenoiser, str or os.PathLike
-        A denoiser (anything with ``denoise`` and ``provenance``) or the path of a
-        ``.sn2n`` model package, loaded as ``Denoiser(load_package(path))``.
+    model : FrameDenoiser, str, os.PathLike or callable
+        A denoiser (anything with ``denoise`` and ``provenance``), the path of a
+        ``.sn2n`` model package (loaded as ``Denoiser(load_package(path))``), or a
+        zero-argument factory that returns a denoiser (what a denoise process needs:
+        e.g. ``functools.partial(build_profile_denoiser, profile, package)``).
 
     Returns
     -------
@@ -347,9 +354,17 @@ def load_denoiser(model: FrameDenoiser | str | os.PathLike[str]) -> FrameDenoise
         return Denoiser(load_package(path))
     if callable(getattr(model, "denoise", None)) and hasattr(model, "provenance"):
         return model
+    if callable(model):
+        built = model()
+        if callable(getattr(built, "denoise", None)) and hasattr(built, "provenance"):
+            return built
+        raise ValueError(
+            f"the model factory returned {type(built).__name__}, not a denoiser (with "
+            "denoise() and provenance)."
+        )
     raise ValueError(
-        f"model must be a denoiser (with denoise() and provenance) or a .sn2n path; got "
-        f"{type(model).__name__}."
+        f"model must be a denoiser (with denoise() and provenance), a .sn2n path or a "
+        f"factory; got {type(model).__name__}."
     )
 
 
@@ -379,6 +394,7 @@ def _versions() -> dict[str, str | None]:
         "ome-writers",
         "zarr",
         "tensorstore",
+        "acquire-zarr",
         "psygnal",
         "torch",
     ):
@@ -465,10 +481,11 @@ class LiveDenoiseHandler:
         Denoised store dtype; uint16 rounds and clips.
     file_format : {"ome-zarr", "ome-tiff"}
         Store format (OME-TIFF: only t/c/z layouts and uint16 denoised).
-    zarr_backend : {"zarr-python", "tensorstore"}
+    zarr_backend : {"zarr-python", "tensorstore", "acquire-zarr"}
         OME-Zarr writer backend: zarr-python writes synchronously (crash-safe per frame,
-        re-reads possible during the run); tensorstore writes in the background
-        (spilled frames are re-read only after the acquisition).
+        re-reads possible during the run); tensorstore and acquire-zarr write in the
+        background (spilled frames are re-read only after the acquisition; acquire-zarr
+        holds the GIL least but needs the most CPU, see ``docs/acquisition.md``).
     run_info, profile : mapping or pydantic model, optional
         Stored verbatim in run.json.
     stats_interval_s : float
@@ -566,6 +583,7 @@ class LiveDenoiseHandler:
         self._denoise_nice = denoise_nice
         self._writer_nice = writer_nice
         self._copy_frames = copy_frames
+        self._isolation: Isolation = "thread"  # "process" when run by ProcessLiveDenoiseHandler
         self._events_given = events is not None
         self._events_doc = self._describe_events(events)
         self._layout: FrameLayout | None = None
@@ -817,6 +835,14 @@ class LiveDenoiseHandler:
         """Queue the frame for the raw writer and (if admitted) the denoiser; O(1)."""
         t0 = time.perf_counter()
         try:
+            self._accept(img, event, meta, t0)
+        finally:
+            self._timing.frame_ready_us.append((time.perf_counter() - t0) * 1e6)
+
+    def _accept(self, img: np.ndarray, event: useq.MDAEvent, meta: Any, t_arrival: float) -> None:
+        """Queue a frame that arrived at ``t_arrival`` (``perf_counter``, any process)."""
+        t0 = t_arrival
+        try:
             if not self._accepting:
                 return
             seq = self._n_received
@@ -847,8 +873,10 @@ class LiveDenoiseHandler:
                 self._admit(item)
         except Exception as exc:  # a raising handler kills pymmcore's relay
             self._record_error("frameReady", exc, self._n_received)
-        finally:
-            self._timing.frame_ready_us.append((time.perf_counter() - t0) * 1e6)
+
+    def _adopt_frame_ready_costs(self, costs_us: Iterable[float]) -> None:
+        """Report ``frameReady`` costs measured elsewhere (the acquisition process)."""
+        self._timing.frame_ready_us = array("f", costs_us)
 
     def _admit(self, item: _Frame) -> None:
         """Queue ``item`` for the denoiser within the memory budget (relay thread)."""
@@ -1440,6 +1468,7 @@ class LiveDenoiseHandler:
                 "denoise_threads": self._denoise_threads,
                 "denoise_nice": self._denoise_nice,
                 "writer_nice": self._writer_nice,
+                "isolation": self._isolation,
                 **self._options,
             },
             "counts": {
@@ -1481,12 +1510,13 @@ class LiveDenoiseHandler:
 def live_denoise(
     core: CMMCorePlus,
     *,
-    model: FrameDenoiser | str | os.PathLike[str],
+    model: FrameDenoiser | str | os.PathLike[str] | Callable[[], FrameDenoiser],
     out: str | os.PathLike[str],
     progress: Callable[[LiveStats], None] | None = None,
     catch_up_timeout: float | None = None,
+    isolation: Isolation = "thread",
     **options: Any,
-) -> Iterator[LiveDenoiseHandler]:
+) -> Iterator[LiveDenoiseHandler | ProcessLiveDenoiseHandler]:
     """Denoise every MDA run inside the block live, saving raw and denoised side by side.
 
     Usage::
@@ -1507,8 +1537,8 @@ def live_denoise(
     ----------
     core : pymmcore_plus.CMMCorePlus
         Any core (``UniMMCore`` included).
-    model : FrameDenoiser, str or os.PathLike
-        A denoiser, or a ``.sn2n`` package path (see :func:`load_denoiser`).
+    model : FrameDenoiser, str, os.PathLike or callable
+        A denoiser, a ``.sn2n`` package path or a factory (see :func:`load_denoiser`).
     out : str or os.PathLike
         Run folder (must not exist or be empty).
     progress : callable, optional
@@ -1516,6 +1546,13 @@ def live_denoise(
     catch_up_timeout : float, optional
         Seconds to wait for the catch-up at most (then :class:`TimeoutError`; the run
         goes on in the background and ``handler.wait()`` can be called again).
+    isolation : {"thread", "process"}
+        ``"thread"``: writers and denoiser run on threads of this process.
+        ``"process"``: they run in a child process
+        (:class:`~sn2n_live.acquisition._isolated.ProcessLiveDenoiseHandler`) and this
+        process only copies frames into shared memory, so their Python code never holds
+        the GIL the acquisition thread needs (fast hardware-sequenced bursts). ``model``
+        must then be a path or picklable.
     **options
         Passed to :class:`LiveDenoiseHandler` (``events``, ``policy``,
         ``memory_budget_mb``, ``max_batch``, ``denoised_dtype``, ``file_format``,
@@ -1528,17 +1565,34 @@ def live_denoise(
     """
     from pymmcore_plus.mda import mda_listeners_connected
 
-    handler = LiveDenoiseHandler(load_denoiser(model), out, **options)
+    from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+
+    handler: LiveDenoiseHandler | ProcessLiveDenoiseHandler
+    if isolation == "process":
+        try:  # sizes the shared-memory ring; a core without a camera gives no hint
+            frame_bytes = core.getImageWidth() * core.getImageHeight() * core.getBytesPerPixel()
+        except Exception:
+            frame_bytes = 0
+        options.setdefault("frame_bytes_hint", frame_bytes or None)
+        handler = ProcessLiveDenoiseHandler(model, out, **options)
+    elif isolation == "thread":
+        handler = LiveDenoiseHandler(load_denoiser(model), out, **options)
+    else:
+        raise ValueError(f"isolation must be one of {get_args(Isolation)}; got {isolation!r}.")
     try:
         with mda_listeners_connected(handler, mda_events=core.mda.events):
             yield handler
     except BaseException:
+        if isinstance(handler, ProcessLiveDenoiseHandler) and not handler.started:
+            handler.close()
         if handler.started:
             # Close the stores promptly and keep the error visible: no catch-up wait.
             handler.cancel_catch_up()
             handler.finish(reason="the live_denoise block raised before the sequence finished")
             handler.wait(timeout=catch_up_timeout)
         raise
+    if not handler.started and isinstance(handler, ProcessLiveDenoiseHandler):
+        handler.close()
     if handler.started:
         # The relay was joined after a normal MDA end, so the sequence is over even if
         # its sequenceFinished was lost (see LiveDenoiseHandler.finish).

@@ -195,7 +195,7 @@ def acquire_pilot(
 def acquire_live(
     profile: Profile,
     *,
-    denoiser: FrameDenoiser,
+    denoiser: FrameDenoiser | Callable[[], FrameDenoiser],
     out_dir: str | Path,
     timepoints: int | None = None,
     progress: Callable[[LiveStats], None] | None = None,
@@ -206,8 +206,11 @@ def acquire_live(
     ----------
     profile : Profile
         Microscope, time-lapse, SIM plan and output settings.
-    denoiser : FrameDenoiser
-        E.g. a :class:`sn2n_live.method.Denoiser` built for the profile's engine.
+    denoiser : FrameDenoiser or callable
+        E.g. a :class:`sn2n_live.method.Denoiser` built for the profile's engine, or a
+        picklable factory of one (``functools.partial(build_profile_denoiser, profile,
+        package)``), which ``output.isolation = "process"`` needs: the denoiser is then
+        built in the denoise process.
     out_dir : str or Path
         Run folder to create (``raw.ome.zarr``, ``denoised.ome.zarr``, ``run.json``).
     timepoints : int, optional
@@ -233,6 +236,8 @@ def acquire_live(
             memory_budget_mb=output.memory_budget_mb,
             denoised_dtype=output.denoised_dtype,
             file_format=output.format,
+            zarr_backend=output.zarr_backend,
+            isolation=output.isolation,
             profile=profile.model_dump(mode="json"),
         ) as handler:
             core.mda.run(events)

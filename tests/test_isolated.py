@@ -1,0 +1,235 @@
+"""The live-denoise hook with writers and denoiser in a child process, on the real core.
+
+The child is a separate Python interpreter: the denoisers here are module-level classes
+so that it can import them. Stores are read back with zarr directly.
+"""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import gc
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import useq
+import zarr
+from pymmcore_plus import CMMCorePlus
+
+from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+from sn2n_live.acquisition._live import live_denoise
+from sn2n_live.acquisition._sim_plan import SIMPlan
+
+SIDE = 64
+SIM = SIMPlan(pattern_source="metadata")
+
+
+class HalfDenoiser:
+    """Output = input / 2, so every stored twin can be checked against its raw frame."""
+
+    provenance = {"model_sha256": "half", "engine": "numpy"}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def denoise(self, frames: np.ndarray) -> np.ndarray:
+        self.calls.append(len(frames))
+        return frames.astype(np.float32) / 2
+
+
+class CrashingDenoiser(HalfDenoiser):
+    """Ends its process abruptly (as a segfault or the OOM killer would) at frame ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.done = 0
+
+    def denoise(self, frames: np.ndarray) -> np.ndarray:
+        if self.done + len(frames) > self.at:
+            os._exit(3)
+        self.done += len(frames)
+        return super().denoise(frames)
+
+
+@pytest.fixture(params=["psygnal", "qt"])
+def core(request, monkeypatch):
+    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", request.param)
+    if request.param == "qt":
+        request.getfixturevalue("qapp")
+    mmc = CMMCorePlus()
+    mmc.loadSystemConfiguration()
+    mmc.setProperty("Camera", "OnCameraCCDXSize", SIDE)
+    mmc.setProperty("Camera", "OnCameraCCDYSize", SIDE)
+    mmc.setExposure(2)
+    mmc.mda.engine.use_hardware_sequencing = False
+    yield mmc
+    del mmc
+    gc.collect()
+
+
+def _sim_events(loops: int) -> list[useq.MDAEvent]:
+    return SIM.expand(useq.MDASequence(time_plan={"interval": 0, "loops": loops}))
+
+
+def _record_frames(core: CMMCorePlus) -> list[np.ndarray]:
+    frames: list[np.ndarray] = []
+    core.mda.events.frameReady.connect(lambda img, *_: frames.append(np.array(img)))
+    return frames
+
+
+def test_process_isolation_saves_raw_and_denoised_side_by_side(core, tmp_path):
+    events = _sim_events(3)
+    run = tmp_path / "run"
+    camera = _record_frames(core)
+    pairs, stats = [], []
+    with live_denoise(
+        core, model=HalfDenoiser(), out=run, events=events, isolation="process"
+    ) as handler:
+        assert isinstance(handler, ProcessLiveDenoiseHandler)
+        assert handler.pid != os.getpid()
+        handler.events.pair.connect(pairs.append)
+        handler.events.stats.connect(stats.append)
+        core.mda.run(events)
+    summary = handler.wait()
+    assert summary.status == "completed"
+    assert summary.frames_received == summary.raw_written == summary.denoised_written == 27
+    # frameReady was timed in this process, where it runs on the relay thread.
+    assert summary.frame_ready_p50_us is not None and summary.frame_ready_p50_us < 1000
+    raw = zarr.open_group(run / "raw.ome.zarr", mode="r")["0"]
+    den = zarr.open_group(run / "denoised.ome.zarr", mode="r")["0"]
+    assert raw.shape == den.shape == (3, 9, SIDE, SIDE)
+    stored = np.asarray(raw).reshape(27, SIDE, SIDE)
+    np.testing.assert_array_equal(stored, np.stack(camera))
+    np.testing.assert_array_equal(np.asarray(den), np.asarray(raw).astype(np.float32) / 2)
+    md = zarr.open_group(run / "denoised.ome.zarr", mode="r").attrs["ome_writers"]
+    assert [m["index"] for m in md["frame_metadata"]] == [dict(e.index) for e in events]
+    doc = json.loads((run / "run.json").read_text())
+    assert doc["status"] == "completed"
+    assert doc["counts"]["raw_written"] == doc["counts"]["denoised_written"] == 27
+    assert doc["model"] == {"model_sha256": "half", "engine": "numpy"}
+    assert doc["options"]["isolation"] == "process"
+    assert doc["timings"]["frame_ready_us"]["p50"] == summary.frame_ready_p50_us
+    # Pairs and stats crossed over from the child and arrive on this process's signals.
+    assert pairs and stats
+    last = pairs[-1]
+    np.testing.assert_array_equal(last.raw, camera[last.frame])
+    np.testing.assert_array_equal(last.denoised, camera[last.frame].astype(np.float32) / 2)
+    assert handler.latest() is last
+    assert stats[-1].denoised_written == 27
+    np.testing.assert_array_equal(handler.latest_raw(), camera[-1])
+
+
+def test_a_dead_denoise_process_loses_no_raw_frame(core, tmp_path):
+    events = _sim_events(4)
+    run = tmp_path / "run"
+    camera = _record_frames(core)
+    finished = threading.Event()
+    with live_denoise(
+        core, model=CrashingDenoiser(at=10), out=run, events=events, isolation="process"
+    ) as handler:
+        handler.events.finished.connect(lambda _: finished.set())
+        core.mda.run(events)
+    summary = handler.wait(timeout=60)
+    assert finished.is_set()
+    assert summary.status == "failed"
+    assert summary.frames_received == 36
+    assert any(e["where"] == "denoise_process" for e in summary.errors)
+    # Frames the child wrote are in raw.ome.zarr (journal); the parent wrote the rest.
+    journal = (run / "raw.frames.jsonl").read_text().splitlines()
+    written = {json.loads(line)["frame"] for line in journal}
+    doc = json.loads((run / "run.json").read_text())
+    assert doc["status"] == "failed"
+    (store_name,) = doc["raw_rescue"]["stores"]
+    rescue = zarr.open_group(run / store_name, mode="r")
+    rescued_md = rescue.attrs["ome_writers"]["frame_metadata"]
+    rescued = [m["frame"] for m in rescued_md]
+    assert rescued, "the child died early: some frames must have been rescued"
+    assert written | set(rescued) == set(range(36))
+    data = np.asarray(rescue["0"])
+    for row, frame in enumerate(rescued):
+        np.testing.assert_array_equal(data[row], camera[frame])
+        assert rescued_md[row]["index"] == dict(events[frame].index)
+    raw = np.asarray(zarr.open_group(run / "raw.ome.zarr", mode="r")["0"]).reshape(36, SIDE, SIDE)
+    for frame in written:
+        np.testing.assert_array_equal(raw[frame], camera[frame])
+
+
+def test_process_options_fail_before_the_acquisition(tmp_path):
+    with pytest.raises(ValueError, match="policy must be one of"):
+        ProcessLiveDenoiseHandler(HalfDenoiser(), tmp_path / "a", policy="newest")
+    with pytest.raises(ValueError, match="cannot be sent to the denoise process"):
+        ProcessLiveDenoiseHandler(lambda: HalfDenoiser(), tmp_path / "b")
+    with pytest.raises(ValueError, match="process_nice must be"):
+        ProcessLiveDenoiseHandler(HalfDenoiser(), tmp_path / "c", process_nice=25)
+    core = CMMCorePlus()
+    with (
+        pytest.raises(ValueError, match="isolation must be one of"),
+        live_denoise(core, model=HalfDenoiser(), out=tmp_path / "d", isolation="gpu"),
+    ):
+        pass
+
+
+def test_an_unused_process_handler_ends_its_child(tmp_path):
+    handler = ProcessLiveDenoiseHandler(HalfDenoiser(), Path(tmp_path / "run"))
+    process = handler._process
+    assert process.poll() is None
+    handler.close()
+    assert process.wait(10) == 0
+
+
+class _Relay(threading.Thread):
+    """Stands in for pymmcore-plus's MDARelayThread: calls the handler, then stops."""
+
+    def __init__(self, handler, events, *, stopped: bool):
+        super().__init__()
+        self.handler, self.events = handler, events
+        self._stop_event = threading.Event()
+        self.stopped = stopped
+
+    def run(self):
+        self.handler.sequenceStarted(None, {})
+        frame = np.full((SIDE, SIDE), 100, np.uint16)
+        for event in self.events:
+            self.handler.frameReady(frame.copy(), event, {"runner_time_ms": 1.0})
+        if self.stopped:  # sequenceFinished was emitted, but its delivery was lost
+            self._stop_event.set()
+
+
+@pytest.mark.parametrize(("stopped", "status"), [(True, "completed"), (False, "interrupted")])
+def test_a_relay_that_stops_without_sequence_finished_still_ends_the_process_run(
+    tmp_path, stopped, status
+):
+    events = _sim_events(1)
+    handler = ProcessLiveDenoiseHandler(HalfDenoiser(), tmp_path / "run", events=events)
+    relay = _Relay(handler, events, stopped=stopped)
+    relay.start()
+    relay.join()
+    summary = handler.wait(timeout=30)
+    assert summary.status == status
+    assert summary.raw_written == summary.denoised_written == 9
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    if stopped:
+        assert "relay stopped without delivering sequenceFinished" in doc["notes"][0]
+    else:
+        assert doc["errors"][0]["where"] == "handler"
+
+
+def test_the_ring_holds_the_whole_run_when_it_fits():
+    from sn2n_live.acquisition._isolated import _ring_bytes, _shared_memory_limit
+
+    frame = 2048 * 2048 * 2
+    events = list(useq.MDASequence(time_plan={"interval": 0, "loops": 100}))
+    assert _ring_bytes(None, frame, events) == min(100 * frame, _shared_memory_limit())
+    # Unknown run size: the default; a tiny run: at least the minimum.
+    assert _ring_bytes(None, None, None) == min(512 * 2**20, _shared_memory_limit())
+    tiny_run = _ring_bytes(None, SIDE * SIDE * 2, _sim_events(1))
+    assert tiny_run == min(64 * 2**20, _shared_memory_limit())
+    assert _ring_bytes(10, frame, events) == 10 * 2**20
+    with pytest.raises(ValueError, match="ring_mb must be > 0"):
+        _ring_bytes(0, frame, events)
+    with pytest.raises(ValueError, match="exceeds the"):
+        _ring_bytes(_shared_memory_limit() / 2**20 + 1, frame, events)
