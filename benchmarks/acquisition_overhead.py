@@ -26,6 +26,10 @@ live_tensorstore
 live_identity
     As ``live`` with a denoiser that costs nothing: what saving raw + float32 denoised
     frames alone costs.
+live_process
+    As ``live`` with ``isolation="process"``: writers and U-Net in a child process (at
+    nice +10), this process only copies frames into shared memory. The child starts
+    before the timed acquisition.
 
 Cameras: DemoCamera (mm-test-adapters) at exposure 0 with ``FastImage=1`` (a camera that
 is itself CPU-bound) at 512^2 and 2048^2; DemoCamera at 512^2 with a 10 ms exposure (an
@@ -86,6 +90,7 @@ LIVE_OPTIONS: dict[str, dict[str, Any]] = {
     "live_tensorstore": {"zarr_backend": "tensorstore"},
     "live_identity": {},
     "live_preview": {"policy": "preview"},
+    "live_process": {"isolation": "process"},
 }
 
 
@@ -103,6 +108,23 @@ def make_denoiser(preset: str = "lite") -> Denoiser:
     """Build a real Denoiser on random weights (``tiny``: depth 2, base 8, for 2048^2)."""
     config = PRESETS["lite"] if preset == "lite" else UNetConfig(depth=2, base_channels=8)
     return Denoiser(ModelPackage.untrained(config), tile=None)
+
+
+class BenchDenoiser:
+    """A preset name that builds its Denoiser once, here or (pickled) in a child process."""
+
+    def __init__(self, preset: str = "lite") -> None:
+        self.preset = preset
+        self._built: Denoiser | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"preset": self.preset, "_built": None}
+
+    def __call__(self) -> Denoiser:
+        """Return the Denoiser, built on first use."""
+        if self._built is None:
+            self._built = make_denoiser(self.preset)
+        return self._built
 
 
 class Timed:
@@ -132,7 +154,7 @@ def run_condition(
     n_frames: int,
     timer: Timed,
     tmp: Path,
-    denoiser: FrameDenoiser,
+    denoiser: BenchDenoiser,
 ) -> dict[str, Any]:
     out = tmp / f"{name}-{time.perf_counter_ns()}"
     record: dict[str, Any] = {"condition": name}
@@ -142,7 +164,11 @@ def run_condition(
         core.mda.run(events, output=str(out) + ".ome.zarr")
     else:
         options = {"policy": "complete", "denoise_threads": 1, **LIVE_OPTIONS.get(name, {})}
-        model = IdentityDenoiser() if name == "live_identity" else denoiser
+        model: FrameDenoiser | BenchDenoiser = denoiser
+        if name == "live_identity":
+            model = IdentityDenoiser()
+        elif options.get("isolation") != "process":
+            model = denoiser()  # built once, reused by every thread-mode run
         peaks = {"queue": 0, "raw_backlog": 0, "queued_mb": 0.0}
 
         def on_stats(stats: Any) -> None:
@@ -186,7 +212,7 @@ def interleaved(
     n_frames: int,
     conditions: list[str],
     repeats: int,
-    denoiser: FrameDenoiser,
+    denoiser: BenchDenoiser,
     tmp: Path,
 ) -> dict[str, Any]:
     timer = Timed(core)
@@ -298,7 +324,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
     torch.set_num_threads(1)
-    denoiser = make_denoiser()
+    denoiser = BenchDenoiser("lite")
     results: dict[str, Any] = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -329,6 +355,7 @@ def main() -> None:
             "live_torch2",
             "live_tensorstore",
             "live_identity",
+            "live_process",
         ]
         results["cameras"]["democam_512"] = with_core(
             lambda: democam(512),
@@ -352,7 +379,7 @@ def main() -> None:
                     core,
                     seq_exp,
                     n_exp,
-                    ["bare", "builtin_zarr", "live", "live_nice0"],
+                    ["bare", "builtin_zarr", "live", "live_nice0", "live_process"],
                     repeats,
                     denoiser,
                     tmp,
@@ -367,22 +394,22 @@ def main() -> None:
                     core,
                     seq2048,
                     n2048,
-                    ["bare", "builtin_zarr", "live"],
+                    ["bare", "builtin_zarr", "live", "live_process"],
                     repeats,
-                    make_denoiser("tiny"),
+                    BenchDenoiser("tiny"),
                     tmp,
                 ),
             )
             results["cameras"]["simulated_sim_512"] = simulated(repeats, denoiser, tmp)
         # Hardware-sequenced bursts of a camera that costs the host no CPU (FastImage):
         # a SIM ROI at 500 fps, an sCMOS 2048^2 at ~90 fps, and DemoCamera flat out.
-        burst_conditions = ["bare", "builtin_zarr", "live", "live_identity"]
+        burst_conditions = ["bare", "builtin_zarr", "live", "live_process", "live_identity"]
         bursts = [
             ("democam_512_burst_2ms", "DemoCamera 512^2 burst 2 ms", 512, 2.0, 500, denoiser),
             ("democam_512_burst_full", "DemoCamera 512^2 burst 0 ms", 512, 0.0, 500, denoiser),
         ]
         if not args.quick:
-            tiny = make_denoiser("tiny")
+            tiny = BenchDenoiser("tiny")
             bursts.append(
                 ("democam_2048_burst_10ms", "DemoCamera 2048^2 burst 10 ms", 2048, 10.0, 100, tiny)
             )
@@ -406,7 +433,7 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-def simulated(repeats: int, denoiser: FrameDenoiser, tmp: Path) -> dict[str, Any]:
+def simulated(repeats: int, denoiser: BenchDenoiser, tmp: Path) -> dict[str, Any]:
     from sn2n_live.acquisition._simulated import create_simulated_microscope
 
     plan = SIMPlan()
@@ -421,7 +448,7 @@ def simulated(repeats: int, denoiser: FrameDenoiser, tmp: Path) -> dict[str, Any
             core,
             events,
             len(events),
-            ["bare", "live"],
+            ["bare", "live", "live_process"],
             repeats,
             denoiser,
             tmp,
@@ -458,4 +485,7 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run from the importable module, so that a child process can unpickle BenchDenoiser.
+    from acquisition_overhead import main as run_from_module
+
+    run_from_module()
