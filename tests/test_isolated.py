@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import gc
 import json
 import threading
 from pathlib import Path
@@ -53,22 +52,6 @@ class CrashingDenoiser(HalfDenoiser):
             os._exit(3)
         self.done += len(frames)
         return super().denoise(frames)
-
-
-@pytest.fixture(params=["psygnal", "qt"])
-def core(request, monkeypatch):
-    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", request.param)
-    if request.param == "qt":
-        request.getfixturevalue("qapp")
-    mmc = CMMCorePlus()
-    mmc.loadSystemConfiguration()
-    mmc.setProperty("Camera", "OnCameraCCDXSize", SIDE)
-    mmc.setProperty("Camera", "OnCameraCCDYSize", SIDE)
-    mmc.setExposure(2)
-    mmc.mda.engine.use_hardware_sequencing = False
-    yield mmc
-    del mmc
-    gc.collect()
 
 
 def _sim_events(loops: int) -> list[useq.MDAEvent]:
@@ -181,31 +164,13 @@ def test_an_unused_process_handler_ends_its_child(tmp_path):
     assert process.wait(10) == 0
 
 
-class _Relay(threading.Thread):
-    """Stands in for pymmcore-plus's MDARelayThread: calls the handler, then stops."""
-
-    def __init__(self, handler, events, *, stopped: bool):
-        super().__init__()
-        self.handler, self.events = handler, events
-        self._stop_event = threading.Event()
-        self.stopped = stopped
-
-    def run(self):
-        self.handler.sequenceStarted(None, {})
-        frame = np.full((SIDE, SIDE), 100, np.uint16)
-        for event in self.events:
-            self.handler.frameReady(frame.copy(), event, {"runner_time_ms": 1.0})
-        if self.stopped:  # sequenceFinished was emitted, but its delivery was lost
-            self._stop_event.set()
-
-
 @pytest.mark.parametrize(("stopped", "status"), [(True, "completed"), (False, "interrupted")])
 def test_a_relay_that_stops_without_sequence_finished_still_ends_the_process_run(
-    tmp_path, stopped, status
+    tmp_path, stopped, status, stopping_relay
 ):
     events = _sim_events(1)
     handler = ProcessLiveDenoiseHandler(HalfDenoiser(), tmp_path / "run", events=events)
-    relay = _Relay(handler, events, stopped=stopped)
+    relay = stopping_relay(handler, events, stopped=stopped, side=SIDE)
     relay.start()
     relay.join()
     summary = handler.wait(timeout=30)

@@ -9,7 +9,6 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import gc
 import json
 import threading
 import time
@@ -21,7 +20,6 @@ import tifffile
 import torch
 import useq
 import zarr
-from pymmcore_plus import CMMCorePlus
 
 from sn2n_live.acquisition import _live
 from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise, load_denoiser
@@ -79,24 +77,6 @@ def package() -> ModelPackage:
 @pytest.fixture
 def denoiser(package) -> Denoiser:
     return Denoiser(package, tile=None)
-
-
-@pytest.fixture(params=["psygnal", "qt"])
-def core(request, monkeypatch):
-    monkeypatch.setenv("PYMM_SIGNALS_BACKEND", request.param)
-    if request.param == "qt":
-        request.getfixturevalue("qapp")  # a QApplication must exist before the core
-    mmc = CMMCorePlus()
-    mmc.loadSystemConfiguration()
-    assert type(mmc.mda.events).__name__.startswith("Q") == (request.param == "qt")
-    mmc.setProperty("Camera", "OnCameraCCDXSize", SIDE)
-    mmc.setProperty("Camera", "OnCameraCCDYSize", SIDE)
-    mmc.setExposure(2)
-    mmc.mda.engine.use_hardware_sequencing = False
-    yield mmc
-    # Releasing the core explicitly avoids an abort at interpreter exit (environment.md).
-    del mmc
-    gc.collect()
 
 
 def _open(run: Path, name: str) -> zarr.Array:
@@ -383,31 +363,13 @@ def test_bad_options_fail_before_the_acquisition(denoiser, tmp_path):
         load_denoiser(42)  # type: ignore[arg-type]
 
 
-class _Relay(threading.Thread):
-    """Stands in for pymmcore-plus's MDARelayThread: calls the handler, then stops."""
-
-    def __init__(self, handler, events, *, stopped: bool):
-        super().__init__()
-        self.handler, self.events = handler, events
-        self._stop_event = threading.Event()
-        self.stopped = stopped
-
-    def run(self):
-        self.handler.sequenceStarted(None, {})
-        frame = np.full((SIDE, SIDE), 100, np.uint16)
-        for event in self.events:
-            self.handler.frameReady(frame.copy(), event, {"runner_time_ms": 1.0})
-        if self.stopped:  # sequenceFinished was emitted, but its delivery was lost
-            self._stop_event.set()
-
-
 @pytest.mark.parametrize(("stopped", "status"), [(True, "completed"), (False, "interrupted")])
 def test_a_relay_that_stops_without_sequence_finished_still_ends_the_run(
-    denoiser, tmp_path, stopped, status
+    denoiser, tmp_path, stopped, status, stopping_relay
 ):
     events = _sim_events(1)
     handler = LiveDenoiseHandler(denoiser, tmp_path / "run", events=events)
-    relay = _Relay(handler, events, stopped=stopped)
+    relay = stopping_relay(handler, events, stopped=stopped, side=SIDE)
     relay.start()
     relay.join()
     summary = handler.wait(timeout=20)

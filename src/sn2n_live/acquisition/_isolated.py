@@ -58,9 +58,10 @@ from sn2n_live.acquisition._live import (
     RunSummary,
     _Inbox,
     load_denoiser,
+    wait_until_done,
 )
 from sn2n_live.acquisition._stats import LiveStats
-from sn2n_live.acquisition._writers import RUN_JSON, write_json_atomic
+from sn2n_live.acquisition._writers import RUN_JSON, flat_store_settings, write_json_atomic
 
 __all__ = ["ProcessLiveDenoiseHandler"]
 
@@ -259,23 +260,7 @@ class ProcessLiveDenoiseHandler:
         TimeoutError
             If the run is not over within ``timeout`` (it keeps running).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.wait(
-            interval_s
-            if deadline is None
-            else max(0.0, min(interval_s, deadline - time.monotonic()))
-        ):
-            if progress is not None:
-                progress(self.stats())
-            if deadline is not None and time.monotonic() >= deadline:
-                s = self.stats()
-                raise TimeoutError(
-                    f"live denoising not finished after {timeout} s: {s.denoised_written} of "
-                    f"{s.frames_received} frames denoised. Call wait() again, or "
-                    "cancel_catch_up() to close the stores now."
-                )
-        if progress is not None:
-            progress(self.stats())
+        wait_until_done(self._done, self.stats, timeout, progress, interval_s)
         if self._feeder.is_alive():
             self._feeder.join()
         _join(self._process, 30)
@@ -554,25 +539,13 @@ class ProcessLiveDenoiseHandler:
             self._rescue(f.seq, image, f.index, f.meta)
 
     def _rescue(self, seq: int, img: np.ndarray, index: dict[str, int], meta: Any) -> None:
-        from ome_writers import AcquisitionSettings, Dimension, create_stream
+        from ome_writers import create_stream
 
         h, w = img.shape[-2:]
         name = f"{_RESCUE_PREFIX}-{h}x{w}-{img.dtype.name}.ome.zarr"
         stream = self._rescued.get(name)
         if stream is None:
-            stream = create_stream(
-                AcquisitionSettings(
-                    root_path=str(self.run_dir / name),
-                    dimensions=[
-                        Dimension(name="t", count=None, type="time"),
-                        Dimension(name="y", count=h, type="space"),
-                        Dimension(name="x", count=w, type="space"),
-                    ],
-                    dtype=img.dtype.name,
-                    format={"name": "ome-zarr", "backend": "zarr-python"},
-                    overwrite=False,
-                )
-            )
+            stream = create_stream(flat_store_settings(self.run_dir / name, img.shape, img.dtype))
             self._rescued[name] = stream
         stream.append(img, frame_metadata={"frame": seq, "index": index, **meta})
         self._rescued_frames.append(seq)

@@ -405,6 +405,35 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def wait_until_done(
+    done: threading.Event,
+    stats: Callable[[], LiveStats],
+    timeout: float | None,
+    progress: Callable[[LiveStats], None] | None,
+    interval_s: float,
+) -> None:
+    """Wait for ``done`` and report progress: the body of both handlers' ``wait``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = interval_s
+        if deadline is not None:
+            step = min(step, max(0.0, deadline - time.monotonic()))
+        if done.wait(step):
+            break
+        if progress is not None:
+            progress(stats())
+        if deadline is not None and time.monotonic() >= deadline:
+            s = stats()
+            raise TimeoutError(
+                f"live denoising not finished after {timeout} s: {s.denoised_written} of "
+                f"{s.frames_received} frames denoised, {s.queue_depth} queued. Call wait() "
+                "again, cancel_catch_up() to close the stores now, or finish() if the MDA "
+                "ended without reporting it."
+            )
+    if progress is not None:
+        progress(stats())
+
+
 def _frame_metadata(item: _Frame) -> dict[str, Any]:
     """Per-frame metadata stored in both stores (ome-writers maps delta_t/exposure_time)."""
     event, meta = item.event, item.meta
@@ -727,25 +756,7 @@ class LiveDenoiseHandler:
         TimeoutError
             If the run is not over within ``timeout`` (it keeps running).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            step = interval_s
-            if deadline is not None:
-                step = min(step, max(0.0, deadline - time.monotonic()))
-            if self._done.wait(step):
-                break
-            if progress is not None:
-                progress(self.stats())
-            if deadline is not None and time.monotonic() >= deadline:
-                s = self.stats()
-                raise TimeoutError(
-                    f"live denoising not finished after {timeout} s: {s.denoised_written} of "
-                    f"{s.frames_received} frames denoised, {s.queue_depth} queued. Call wait() "
-                    "again, cancel_catch_up() to close the stores now, or finish() if the MDA "
-                    "ended without reporting it."
-                )
-        if progress is not None:
-            progress(self.stats())
+        wait_until_done(self._done, self.stats, timeout, progress, interval_s)
         assert self._summary is not None
         return self._summary
 

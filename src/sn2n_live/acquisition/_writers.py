@@ -69,6 +69,7 @@ __all__ = [
     "LayoutDim",
     "RunWriter",
     "ZarrBackend",
+    "flat_store_settings",
     "layout_from_events",
     "write_json_atomic",
 ]
@@ -412,6 +413,43 @@ def _json_default(value: object) -> object:
     return repr(value)
 
 
+def flat_store_settings(
+    path: Path, frame_shape: tuple[int, ...], dtype: np.dtype
+) -> AcquisitionSettings:
+    """Return settings for a crash-safe OME-Zarr store of frames in arrival order.
+
+    One unbounded ``t`` axis, zarr-python (each appended frame is on disk at once). Used
+    for frames that have no place in a run's layout and for raw frames rescued when the
+    denoise process died.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The store (``*.ome.zarr``); must not exist.
+    frame_shape : tuple of int
+        Frame shape; the last two entries are height and width.
+    dtype : numpy dtype
+        Pixel type.
+
+    Returns
+    -------
+    ome_writers.AcquisitionSettings
+        For :func:`ome_writers.create_stream`.
+    """
+    height, width = frame_shape[-2:]
+    return AcquisitionSettings(
+        root_path=str(path),
+        dimensions=[
+            Dimension(name="t", count=None, type="time"),
+            Dimension(name="y", count=height, type="space"),
+            Dimension(name="x", count=width, type="space"),
+        ],
+        dtype=np.dtype(dtype).name,
+        format={"name": "ome-zarr", "backend": "zarr-python"},
+        overwrite=False,
+    )
+
+
 class _Store:
     """One ome-writers stream plus its cursor (next frame number) and journal.
 
@@ -734,18 +772,7 @@ class RunWriter:
     def append_unplaced(self, frame: np.ndarray, metadata: dict[str, Any]) -> None:
         """Keep a raw frame the layout has no place for, in ``unplaced.ome.zarr``."""
         if self._unplaced is None:
-            height, width = frame.shape
-            settings = AcquisitionSettings(
-                root_path=str(self.unplaced_path),
-                dimensions=[
-                    Dimension(name="t", count=None, type="time"),
-                    Dimension(name="y", count=height, type="space"),
-                    Dimension(name="x", count=width, type="space"),
-                ],
-                dtype=frame.dtype.name,
-                format={"name": "ome-zarr", "backend": "zarr-python"},
-                overwrite=False,
-            )
+            settings = flat_store_settings(self.unplaced_path, frame.shape, frame.dtype)
             self._unplaced = self._create(settings, self.unplaced_path, UNPLACED_NAME)
         self._unplaced.put(self._unplaced_count, frame, metadata)
         self._unplaced_count += 1
