@@ -40,7 +40,7 @@ import traceback
 import weakref
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -60,7 +60,7 @@ from sn2n_live.acquisition._live import (
     load_denoiser,
     wait_until_done,
 )
-from sn2n_live.acquisition._stats import LiveStats
+from sn2n_live.acquisition._stats import LiveStats, RangeList
 from sn2n_live.acquisition._writers import RUN_JSON, flat_store_settings, write_json_atomic
 
 __all__ = ["ProcessLiveDenoiseHandler"]
@@ -176,6 +176,7 @@ class ProcessLiveDenoiseHandler:
         self._slot_bytes = 0
         self._n_slots = 0
         self._next_slot = 0
+        self._slots_used = 0
         self._inbox = _Inbox(_POLL_S)
         # Frames sent and not yet written by the child: (seq, slot or inline image, ...).
         self._in_flight: deque[_InFlight] = deque()
@@ -194,7 +195,7 @@ class ProcessLiveDenoiseHandler:
         self._summary: RunSummary | None = None
         self._errors: list[dict[str, Any]] = []
         self._rescued: dict[str, Any] = {}
-        self._rescued_frames: list[int] = []
+        self._rescued_frames = RangeList()
 
         # A fresh interpreter (not multiprocessing's spawn, which re-runs the user's
         # __main__ script) that connects back over an authenticated local socket/pipe.
@@ -411,16 +412,20 @@ class ProcessLiveDenoiseHandler:
         target = self._slot_view(slot, img.shape, img.dtype)
         np.copyto(target, img)  # releases the GIL
         self._in_flight.append(_InFlight(seq, slot, None, index, small, img.shape, img.dtype))
+        self._slots_used += 1
         self._send(("frame", *info, slot * self._slot_bytes, img.shape, img.dtype.str))
 
     def _slot_view(self, slot: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return np.ndarray(shape, dtype, buffer=self._ring.buf, offset=slot * self._slot_bytes)
 
     def _ring_slots_used(self) -> int:
+        # Counted, not summed over the deque: it can hold a whole run's frames and this
+        # runs per frame in the acquisition process.
         done = int(self._counters[_RAW_DONE])
         while self._in_flight and self._in_flight[0].seq < done:
-            self._in_flight.popleft()
-        return sum(1 for f in self._in_flight if f.slot is not None)
+            if self._in_flight.popleft().slot is not None:
+                self._slots_used -= 1
+        return self._slots_used
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
@@ -548,7 +553,7 @@ class ProcessLiveDenoiseHandler:
             stream = create_stream(flat_store_settings(self.run_dir / name, img.shape, img.dtype))
             self._rescued[name] = stream
         stream.append(img, frame_metadata={"frame": seq, "index": index, **meta})
-        self._rescued_frames.append(seq)
+        self._rescued_frames.add(seq)
 
     def _close_rescue(self) -> None:
         for stream in self._rescued.values():
@@ -570,7 +575,7 @@ class ProcessLiveDenoiseHandler:
             state="finished",
             raw_rescue={
                 "stores": sorted(self._rescued),
-                "frames": _ranges(self._rescued_frames),
+                "frames": self._rescued_frames.ranges(),
                 "raw_written_by_denoise_process": raw_done,
             },
         )
@@ -706,16 +711,6 @@ def _close_unstarted(ref: weakref.ref[ProcessLiveDenoiseHandler]) -> None:
 def _percentile(values: array, q: float) -> float | None:
     data = np.asarray(values, dtype=np.float64)
     return round(float(np.percentile(data, q)), 2) if data.size else None
-
-
-def _ranges(numbers: Iterable[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for n in sorted(numbers):
-        if out and n == out[-1][1] + 1:
-            out[-1][1] = n
-        else:
-            out.append([n, n])
-    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
