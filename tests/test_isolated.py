@@ -10,6 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,14 @@ class CrashingDenoiser(HalfDenoiser):
         if self.done + len(frames) > self.at:
             os._exit(3)
         self.done += len(frames)
+        return super().denoise(frames)
+
+
+class SlowHalfDenoiser(HalfDenoiser):
+    """HalfDenoiser taking 4 ms per call, so that a run lasts long enough to be watched."""
+
+    def denoise(self, frames: np.ndarray) -> np.ndarray:
+        time.sleep(0.004)
         return super().denoise(frames)
 
 
@@ -104,6 +113,39 @@ def test_process_isolation_saves_raw_and_denoised_side_by_side(core, tmp_path):
     assert handler.latest() is last
     assert stats[-1].denoised_written == 27
     np.testing.assert_array_equal(handler.latest_raw(), camera[-1])
+
+
+def test_a_polling_preview_gets_whole_pairs_and_the_last_one(core, tmp_path):
+    # No listener on events.pair: pairs cross over only when latest() takes them.
+    events = _sim_events(8)
+    camera = _record_frames(core)
+    polled: dict[int, object] = {}
+    stop = threading.Event()
+    with live_denoise(
+        core, model=SlowHalfDenoiser(), out=tmp_path / "run", events=events, isolation="process"
+    ) as handler:
+
+        def poll() -> None:
+            while not stop.wait(0.002):
+                pair = handler.latest()
+                if pair is not None:
+                    polled[pair.frame] = pair
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        core.mda.run(events)
+        handler.wait()
+        stop.set()
+        poller.join()
+    assert len(polled) > 1
+    for frame, pair in polled.items():  # never torn by the child writing the next one
+        np.testing.assert_array_equal(pair.raw, camera[frame])
+        np.testing.assert_array_equal(pair.denoised, camera[frame].astype(np.float32) / 2)
+    # The end of the run publishes the last denoised frame, as the in-process hook has it.
+    final = handler.latest()
+    assert final.frame == len(events) - 1
+    np.testing.assert_array_equal(final.raw, camera[-1])
+    assert handler.latest() is final
 
 
 def test_a_dead_denoise_process_loses_no_raw_frame(core, tmp_path):

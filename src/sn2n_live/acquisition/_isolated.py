@@ -65,14 +65,18 @@ from sn2n_live.acquisition._writers import RUN_JSON, flat_store_settings, write_
 
 __all__ = ["ProcessLiveDenoiseHandler"]
 
-# Shared with the child (int64): frames its raw writer is done with (in arrival order),
-# and whether the pair slot holds a pair this process has not copied out yet.
-_RAW_DONE, _PAIR_BUSY = 0, 1
+# Shared with the child (int64): frames its raw writer is done with (in arrival order);
+# the pair slot's generation (odd while the child writes it, a seqlock) and the last
+# generation this process copied out.
+_RAW_DONE, _PAIR_GEN, _PAIR_TAKEN = 0, 1, 2
+_N_COUNTERS = 3
 _POLL_S = 0.002
 # What the child needs from pymmcore-plus's frame metadata (the rest stays here).
 _META_KEYS = ("runner_time_ms", "exposure_ms", "hardware_triggered", "pixel_size_um")
-# The latest raw/denoised pair is handed over at most this often (a preview's rate).
+# The latest raw/denoised pair is published at most this often once the previous one
+# was taken (a preview's rate), and refreshed this often while nobody takes them.
 _PAIR_MIN_INTERVAL_S = 0.05
+_PAIR_REFRESH_S = 1.0
 _RESCUE_PREFIX = "raw-rescue"
 _DEFAULT_RING_BYTES = 512 * 2**20
 _MIN_RING_BYTES = 64 * 2**20
@@ -165,8 +169,8 @@ class ProcessLiveDenoiseHandler:
                 ) from exc
         self.run_dir = Path(out).expanduser().absolute()
         self.events = LiveDenoiseEvents()
-        self._header = SharedMemory(create=True, size=16)
-        self._counters = np.ndarray((2,), np.int64, buffer=self._header.buf)
+        self._header = SharedMemory(create=True, size=8 * _N_COUNTERS)
+        self._counters = np.ndarray((_N_COUNTERS,), np.int64, buffer=self._header.buf)
         self._counters[:] = 0
         self._ring = SharedMemory(create=True, size=ring_bytes)
         self._pair_slot: SharedMemory | None = None  # sized by the first frame
@@ -190,6 +194,9 @@ class ProcessLiveDenoiseHandler:
         self._relay: threading.Thread | None = None
         self._send_lock = threading.Lock()
         self._latest: LatestPair | None = None
+        # The header of the newest pair the child put in shared memory, until taken.
+        self._pair_waiting: tuple[Any, ...] | None = None
+        self._pair_lock = threading.Lock()
         self._latest_raw: np.ndarray | None = None
         self._stats: LiveStats | None = None
         self._summary: RunSummary | None = None
@@ -230,7 +237,16 @@ class ProcessLiveDenoiseHandler:
         return self._process.pid
 
     def latest(self) -> LatestPair | None:
-        """Newest raw/denoised pair from the denoise process (at most ~20 per second)."""
+        """Newest raw/denoised pair taken from the denoise process.
+
+        Pairs are copied into this process only when taken: by a listener of
+        ``events.pair`` (as they arrive) or by this call, so a run nobody watches
+        spends no time here on copying them. The child publishes the next pair 50 ms
+        after one was taken, else once a second, and the last one at the end of the
+        run: a preview polling at its own rate gets pairs at most one poll interval old.
+        """
+        if self._pair_waiting is not None:
+            self._take_pair()
         return self._latest
 
     def latest_raw(self) -> np.ndarray | None:
@@ -471,8 +487,11 @@ class ProcessLiveDenoiseHandler:
                     self._stats = payload[0]
                     self._emit(self.events.stats, payload[0])
                 elif kind == "pair":
-                    self._latest = self._take_pair(*payload)
-                    self._emit(self.events.pair, self._latest)
+                    self._pair_waiting = tuple(payload)
+                    if len(self.events.pair):
+                        pair = self._take_pair()
+                        if pair is not None:
+                            self._emit(self.events.pair, pair)
                 elif kind == "finished":
                     self._summary = payload[0]
                     self._done.set()
@@ -497,21 +516,29 @@ class ProcessLiveDenoiseHandler:
         if not self._started.is_set() and not self._closing:
             self._finish_after_child_death()
 
-    def _take_pair(
-        self,
-        frame: int,
-        index: dict[str, int],
-        latency_ms: float,
-        raw_spec: tuple[tuple[int, ...], str],
-        den_spec: tuple[tuple[int, ...], str],
-    ) -> LatestPair:
-        assert self._pair_slot is not None
-        buf = self._pair_slot.buf
-        raw = np.ndarray(raw_spec[0], np.dtype(raw_spec[1]), buffer=buf).copy()
-        offset = _aligned(raw.nbytes)
-        denoised = np.ndarray(den_spec[0], np.dtype(den_spec[1]), buffer=buf, offset=offset).copy()
-        self._counters[_PAIR_BUSY] = 0
-        return LatestPair(frame, index, raw, denoised, latency_ms)
+    def _take_pair(self) -> LatestPair | None:
+        """Copy the waiting pair out of shared memory; None if the child overwrote it.
+
+        A newer pair's header then follows on the pipe. Only previews read this slot;
+        saved frames never go through it.
+        """
+        with self._pair_lock:
+            if self._pair_waiting is None or self._pair_slot is None:
+                return None
+            gen, frame, index, latency_ms, raw_spec, den_spec = self._pair_waiting
+            if self._counters[_PAIR_GEN] != gen:
+                return None
+            buf = self._pair_slot.buf
+            raw = np.ndarray(raw_spec[0], np.dtype(raw_spec[1]), buffer=buf).copy()
+            offset = _aligned(raw.nbytes)
+            den = np.ndarray(den_spec[0], np.dtype(den_spec[1]), buffer=buf, offset=offset)
+            den = den.copy()
+            if self._counters[_PAIR_GEN] != gen:  # overwritten while copying
+                return None
+            self._latest = LatestPair(frame, index, raw, den, latency_ms)
+            self._pair_waiting = None
+            self._counters[_PAIR_TAKEN] = gen
+            return self._latest
 
     def _emit(self, signal: Any, value: Any) -> None:
         try:
@@ -743,31 +770,40 @@ def _child_main(conn: Connection) -> None:
         send(("failed", type(exc).__name__, str(exc), traceback.format_exc()))
         return
     header = _attach(header_name)
-    counters = np.ndarray((2,), np.int64, buffer=header.buf)
+    counters = np.ndarray((_N_COUNTERS,), np.int64, buffer=header.buf)
     ring = _attach(ring_name)
-    last_pair = [0.0]
     pair_slot: list[SharedMemory] = []
+    published = {"gen": 0, "time": 0.0, "frame": -1}
+    publish_lock = threading.Lock()
 
-    def on_pair(pair: LatestPair) -> None:
+    def on_pair(pair: LatestPair, *, last: bool = False) -> None:
         # Through shared memory, not the pipe: unpickling megabytes would hold the
-        # acquisition process's GIL. Skipped while the last pair is not copied out.
-        now = time.monotonic()
-        if not pair_slot or counters[_PAIR_BUSY] or now - last_pair[0] < _PAIR_MIN_INTERVAL_S:
-            return
-        last_pair[0] = now
-        raw, den = pair.raw, np.ascontiguousarray(pair.denoised)
-        buf = pair_slot[0].buf
-        np.copyto(np.ndarray(raw.shape, raw.dtype, buffer=buf), raw)
-        offset = _aligned(raw.nbytes)
-        np.copyto(np.ndarray(den.shape, den.dtype, buffer=buf, offset=offset), den)
-        counters[_PAIR_BUSY] = 1
-        raw_spec, den_spec = (raw.shape, raw.dtype.str), (den.shape, den.dtype.str)
-        send(("pair", pair.frame, pair.index, pair.latency_ms, raw_spec, den_spec))
+        # acquisition process's GIL. Rarely while the last one was not taken.
+        with publish_lock:
+            now = time.monotonic()
+            taken = counters[_PAIR_TAKEN] == published["gen"]
+            interval = _PAIR_MIN_INTERVAL_S if taken else _PAIR_REFRESH_S
+            if not pair_slot or (not last and now - published["time"] < interval):
+                return
+            gen = published["gen"] + 2
+            counters[_PAIR_GEN] = gen - 1  # odd: being written
+            raw, den = pair.raw, np.ascontiguousarray(pair.denoised)
+            buf = pair_slot[0].buf
+            np.copyto(np.ndarray(raw.shape, raw.dtype, buffer=buf), raw)
+            offset = _aligned(raw.nbytes)
+            np.copyto(np.ndarray(den.shape, den.dtype, buffer=buf, offset=offset), den)
+            counters[_PAIR_GEN] = gen
+            published.update(gen=gen, time=now, frame=pair.frame)
+            raw_spec, den_spec = (raw.shape, raw.dtype.str), (den.shape, den.dtype.str)
+            send(("pair", gen, pair.frame, pair.index, pair.latency_ms, raw_spec, den_spec))
 
     finished = threading.Event()
 
     def on_finished(summary: RunSummary) -> None:
         try:
+            final = handler.latest()
+            if final is not None and final.frame != published["frame"]:
+                on_pair(final, last=True)
             send(("finished", summary))
         finally:
             finished.set()
