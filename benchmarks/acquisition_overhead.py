@@ -1,10 +1,12 @@
 r"""What the live-denoise hook costs the camera.
 
-Runs the same MDA with and without :func:`live_denoise` attached, interleaved (A, B, C,
-A, B, C, ...), and reports the median camera frame rate of each condition and their
-ratio. The camera rate is frames / (``sequenceFinished`` - ``sequenceStarted``) taken on
-the acquisition thread, so the denoiser's catch-up after the acquisition is not counted
-(it is cancelled right after each timed run to keep the benchmark short).
+Runs the same MDA with and without :func:`live_denoise` attached, interleaved and rotated
+(A, B, C, B, C, A, C, A, B, ...), and reports the median camera frame rate of each
+condition, its ratio to the bare camera's, and the range of the ratios within one repeat
+(how far a single side-by-side comparison can be trusted here). The camera rate is
+frames / (``sequenceFinished`` - ``sequenceStarted``) taken on the acquisition thread, so
+the denoiser's catch-up after the acquisition is not counted (it is cancelled right after
+each timed run to keep the benchmark short).
 
 Conditions
 ----------
@@ -29,7 +31,10 @@ live_identity
 live_process
     As ``live`` with ``isolation="process"``: writers and U-Net in a child process (at
     nice +10), this process only copies frames into shared memory. The child starts
-    before the timed acquisition.
+    before the timed acquisition. Nobody takes the live raw/denoised pairs.
+live_process_watched
+    As ``live_process`` with a listener on ``events.pair``, as a live preview has: every
+    pair (up to 20/s) is copied into this process.
 
 Cameras: DemoCamera (mm-test-adapters) at exposure 0 with ``FastImage=1`` (a camera that
 is itself CPU-bound) at 512^2 and 2048^2; DemoCamera at 512^2 with a 10 ms exposure (an
@@ -91,6 +96,7 @@ LIVE_OPTIONS: dict[str, dict[str, Any]] = {
     "live_identity": {},
     "live_preview": {"policy": "preview"},
     "live_process": {"isolation": "process"},
+    "live_process_watched": {"isolation": "process"},
 }
 
 
@@ -178,6 +184,8 @@ def run_condition(
 
         with live_denoise(core, model=model, out=out, events=events, **options) as handler:
             handler.events.stats.connect(on_stats)
+            if name.endswith("_watched"):
+                handler.events.pair.connect(lambda pair: None)
             core.mda.run(events)
             t_acq = time.perf_counter()
             if name != "live_preview":
@@ -219,7 +227,10 @@ def interleaved(
     core.mda.run(events)  # warm-up: first-run costs (buffers, imports) hit nobody
     runs: list[dict[str, Any]] = []
     for rep in range(repeats):
-        for name in conditions:
+        # Rotated each repeat, so that what a run leaves behind (page cache, a child
+        # process exiting) slows a different condition every time.
+        shift = rep % len(conditions)
+        for name in conditions[shift:] + conditions[:shift]:
             try:
                 record = run_condition(name, core, events, n_frames, timer, tmp, denoiser)
             except MemoryError as exc:  # pymmcore-plus: the camera's circular buffer overflowed
@@ -250,6 +261,7 @@ def interleaved(
     out["ratio_vs_bare"] = {
         name: round(medians[name] / medians["bare"], 4) for name in conditions if name != "bare"
     }
+    out["ratio_range_per_repeat"] = _ratio_ranges(runs, conditions)
     live = [r for r in runs if r["condition"].startswith("live") and "fps" in r]
     if live:
         out["frame_ready_us"] = {
@@ -257,6 +269,21 @@ def interleaved(
             "max_p99": max(r["frame_ready_p99_us"] for r in live),
         }
     return out
+
+
+def _ratio_ranges(runs: list[dict[str, Any]], conditions: list[str]) -> dict[str, list[float]]:
+    """Lowest and highest ratio to the bare run of the same repeat, per condition."""
+    fps = {(r["condition"], r["repeat"]): r["fps"] for r in runs if "fps" in r}
+    ranges = {}
+    for name in (c for c in conditions if c != "bare"):
+        ratios = [
+            value / fps["bare", rep]
+            for (cond, rep), value in fps.items()
+            if cond == name and ("bare", rep) in fps
+        ]
+        if ratios:
+            ranges[name] = [round(min(ratios), 3), round(max(ratios), 3)]
+    return ranges
 
 
 def frame_ready_microbench(tmp: Path, n: int = 5000) -> dict[str, float]:
@@ -403,7 +430,14 @@ def main() -> None:
             results["cameras"]["simulated_sim_512"] = simulated(repeats, denoiser, tmp)
         # Hardware-sequenced bursts of a camera that costs the host no CPU (FastImage):
         # a SIM ROI at 500 fps, an sCMOS 2048^2 at ~90 fps, and DemoCamera flat out.
-        burst_conditions = ["bare", "builtin_zarr", "live", "live_process", "live_identity"]
+        burst_conditions = [
+            "bare",
+            "builtin_zarr",
+            "live",
+            "live_process",
+            "live_process_watched",
+            "live_identity",
+        ]
         bursts = [
             ("democam_512_burst_2ms", "DemoCamera 512^2 burst 2 ms", 512, 2.0, 500, denoiser),
             ("democam_512_burst_full", "DemoCamera 512^2 burst 0 ms", 512, 0.0, 500, denoiser),
@@ -457,7 +491,10 @@ def simulated(repeats: int, denoiser: BenchDenoiser, tmp: Path) -> dict[str, Any
 
 
 def print_summary(results: dict[str, Any]) -> None:
-    print("\ncamera                 condition          median fps   ratio   frameReady us p50/p99")
+    print(
+        "\ncamera                 condition            median fps   ratio  (range)"
+        "        frameReady us p50/p99"
+    )
     for camera, data in results["cameras"].items():
         if "median_fps" not in data:
             continue
@@ -469,7 +506,10 @@ def print_summary(results: dict[str, Any]) -> None:
                 p50 = statistics.median(r["frame_ready_p50_us"] for r in runs)
                 p99 = max(r["frame_ready_p99_us"] for r in runs)
                 fr = f"{p50:.1f} / {p99:.1f}"
-            print(f"{camera:<22} {name:<17} {fps:10.1f}   {ratio:5.3f}   {fr}")
+            low, high = data.get("ratio_range_per_repeat", {}).get(name, (ratio, ratio))
+            print(
+                f"{camera:<22} {name:<20} {fps:10.1f}   {ratio:5.3f}  ({low:.3f}-{high:.3f})  {fr}"
+            )
         for name, count in data.get("failed_runs", {}).items():
             print(f"{camera:<22} {name:<17} {count} run(s) failed: circular buffer overflowed")
     direct = results.get("frame_ready_direct")
