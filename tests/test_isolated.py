@@ -9,6 +9,8 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json
+import resource
+import signal
 import threading
 import time
 from pathlib import Path
@@ -60,6 +62,32 @@ class SlowHalfDenoiser(HalfDenoiser):
 
     def denoise(self, frames: np.ndarray) -> np.ndarray:
         time.sleep(0.004)
+        return super().denoise(frames)
+
+
+class DiskFullDenoiser(HalfDenoiser):
+    """From its first call on, every file write of its process that grows a file past
+    ``limit_bytes`` fails in the OS (EFBIG), as writes to a full disk fail (ENOSPC).
+
+    Meant for the denoise process (``isolation="process"``), where it limits only that
+    process: ``RLIMIT_FSIZE``, with ``SIGXFSZ`` ignored (set on unpickling, which runs on
+    the child's main thread) so that the write raises instead of killing the process.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__()
+        self.limit_bytes = limit_bytes
+        self.armed = False
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def denoise(self, frames: np.ndarray) -> np.ndarray:
+        if not self.armed:
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit_bytes, hard))
+            self.armed = True
         return super().denoise(frames)
 
 
@@ -181,6 +209,29 @@ def test_a_dead_denoise_process_loses_no_raw_frame(core, tmp_path):
     raw = np.asarray(zarr.open_group(run / "raw.ome.zarr", mode="r")["0"]).reshape(36, SIDE, SIDE)
     for frame in written:
         np.testing.assert_array_equal(raw[frame], camera[frame])
+
+
+def test_raw_frames_that_cannot_be_saved_stop_the_acquisition(core, tmp_path):
+    # Chunks of 64^2 uint16 frames are 8 KB; 6 KB lets small metadata files through.
+    events = _sim_events(40)
+    camera = _record_frames(core)
+    failures: list[str] = []
+    with live_denoise(
+        core, model=DiskFullDenoiser(6000), out=tmp_path / "run", events=events, isolation="process"
+    ) as handler:
+        handler.events.raw_failed.connect(failures.append)
+        core.mda.run(events)
+    summary = handler.wait()
+    assert summary.status == "failed"
+    assert len(failures) == 1 and "File too large" in failures[0]
+    # The MDA was canceled: the sample was not exposed for frames that could not be kept.
+    assert len(camera) < len(events) // 2
+    raw_errors = [e for e in summary.errors if e["where"] == "raw_writer"]
+    first_failed = min(e["frame"] for e in raw_errors if e["frame"] is not None)
+    assert first_failed == summary.raw_written  # every frame before it is on disk
+    raw = zarr.open_group(tmp_path / "run" / "raw.ome.zarr", mode="r")["0"]
+    for frame in range(first_failed):
+        np.testing.assert_array_equal(raw[frame // 9, frame % 9], camera[frame])
 
 
 def test_process_options_fail_before_the_acquisition(tmp_path):

@@ -492,6 +492,8 @@ class ProcessLiveDenoiseHandler:
                         pair = self._take_pair()
                         if pair is not None:
                             self._emit(self.events.pair, pair)
+                elif kind == "raw_failed":
+                    self._emit(self.events.raw_failed, payload[0])
                 elif kind == "finished":
                     self._summary = payload[0]
                     self._done.set()
@@ -810,6 +812,7 @@ def _child_main(conn: Connection) -> None:
 
     handler.events.stats.connect(lambda stats: send(("stats", stats)))
     handler.events.pair.connect(on_pair)
+    handler.events.raw_failed.connect(lambda message: send(("raw_failed", message)))
     handler.events.finished.connect(on_finished)
     send(("ready",))
 

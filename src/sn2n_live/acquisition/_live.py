@@ -220,12 +220,16 @@ class LiveDenoiseEvents(SignalGroup):
         Every ``stats_interval_s`` while the run is active.
     pair(LatestPair)
         After every denoised batch.
+    raw_failed(str)
+        Once, at the first raw frame that could not be saved (disk full, store
+        removed): which frame, where and why. :func:`live_denoise` cancels the MDA on it.
     finished(RunSummary)
         Once, after both stores are closed and run.json is final.
     """
 
     stats = Signal(LiveStats)
     pair = Signal(LatestPair)
+    raw_failed = Signal(str)
     finished = Signal(RunSummary)
 
 
@@ -971,8 +975,15 @@ class LiveDenoiseHandler:
                 try:
                     self._write_raw(writer, item)
                 except Exception as exc:  # one bad frame must not stop the rest
+                    first = not self._raw_failed
                     self._raw_failed = True
                     self._record_error("raw_writer", exc, item.seq)
+                    if first:
+                        message = (
+                            f"raw frame {item.seq} could not be saved to {writer.raw_path}: "
+                            f"{type(exc).__name__}: {exc}"
+                        )
+                        self._emit(self.events.raw_failed, message)
                 finally:
                     self._n_raw_done += 1
         finally:
@@ -1526,6 +1537,7 @@ def live_denoise(
     progress: Callable[[LiveStats], None] | None = None,
     catch_up_timeout: float | None = None,
     isolation: Isolation = "thread",
+    stop_on_raw_failure: bool = True,
     **options: Any,
 ) -> Iterator[LiveDenoiseHandler | ProcessLiveDenoiseHandler]:
     """Denoise every MDA run inside the block live, saving raw and denoised side by side.
@@ -1564,6 +1576,10 @@ def live_denoise(
         process only copies frames into shared memory, so their Python code never holds
         the GIL the acquisition thread needs (fast hardware-sequenced bursts). ``model``
         must then be a path or picklable.
+    stop_on_raw_failure : bool
+        Cancel the MDA at the first raw frame that cannot be saved (disk full, store
+        removed; ``events.raw_failed``): acquiring on would expose the sample for frames
+        that are lost. The run ends ``failed``, with the error in run.json.
     **options
         Passed to :class:`LiveDenoiseHandler` (``events``, ``policy``,
         ``memory_budget_mb``, ``max_batch``, ``denoised_dtype``, ``file_format``,
@@ -1590,6 +1606,8 @@ def live_denoise(
         handler = LiveDenoiseHandler(load_denoiser(model), out, **options)
     else:
         raise ValueError(f"isolation must be one of {get_args(Isolation)}; got {isolation!r}.")
+    if stop_on_raw_failure:
+        handler.events.raw_failed.connect(lambda _: core.mda.cancel())
     try:
         with mda_listeners_connected(handler, mda_events=core.mda.events):
             yield handler
