@@ -525,9 +525,10 @@ class ProcessLiveDenoiseHandler:
         saved frames never go through it.
         """
         with self._pair_lock:
-            if self._pair_waiting is None or self._pair_slot is None:
+            waiting = self._pair_waiting
+            if waiting is None or self._pair_slot is None:
                 return None
-            gen, frame, index, latency_ms, raw_spec, den_spec = self._pair_waiting
+            gen, frame, index, latency_ms, raw_spec, den_spec = waiting
             if self._counters[_PAIR_GEN] != gen:
                 return None
             buf = self._pair_slot.buf
@@ -538,7 +539,8 @@ class ProcessLiveDenoiseHandler:
             if self._counters[_PAIR_GEN] != gen:  # overwritten while copying
                 return None
             self._latest = LatestPair(frame, index, raw, den, latency_ms)
-            self._pair_waiting = None
+            if self._pair_waiting is waiting:  # the reader may have stored a newer one
+                self._pair_waiting = None
             self._counters[_PAIR_TAKEN] = gen
             return self._latest
 
