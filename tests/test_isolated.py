@@ -22,7 +22,7 @@ import zarr
 from pymmcore_plus import CMMCorePlus
 
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
-from sn2n_live.acquisition._live import live_denoise
+from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise
 from sn2n_live.acquisition._sim_plan import SIMPlan
 
 SIDE = 64
@@ -257,16 +257,18 @@ def test_an_unused_process_handler_ends_its_child(tmp_path):
     assert process.wait(10) == 0
 
 
+@pytest.mark.parametrize("handler_class", [LiveDenoiseHandler, ProcessLiveDenoiseHandler])
 @pytest.mark.parametrize(("stopped", "status"), [(True, "completed"), (False, "interrupted")])
-def test_a_relay_that_stops_without_sequence_finished_still_ends_the_process_run(
-    tmp_path, stopped, status, stopping_relay
+def test_a_relay_that_stops_without_sequence_finished_still_ends_the_run(
+    tmp_path, stopped, status, stopping_relay, handler_class
 ):
+    # Both handlers, in and out of process: the relay check is theirs, not the child's.
     events = _sim_events(1)
-    handler = ProcessLiveDenoiseHandler(HalfDenoiser(), tmp_path / "run", events=events)
+    handler = handler_class(HalfDenoiser(), tmp_path / "run", events=events)
     relay = stopping_relay(handler, events, stopped=stopped, side=SIDE)
     relay.start()
     relay.join()
-    summary = handler.wait(timeout=30)
+    summary = handler.wait(timeout=30 if handler_class is ProcessLiveDenoiseHandler else 20)
     assert summary.status == status
     assert summary.raw_written == summary.denoised_written == 9
     doc = json.loads((tmp_path / "run" / "run.json").read_text())

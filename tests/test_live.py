@@ -361,22 +361,3 @@ def test_bad_options_fail_before_the_acquisition(denoiser, tmp_path):
         load_denoiser(tmp_path / "missing.sn2n")
     with pytest.raises(ValueError, match="must be a denoiser"):
         load_denoiser(42)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(("stopped", "status"), [(True, "completed"), (False, "interrupted")])
-def test_a_relay_that_stops_without_sequence_finished_still_ends_the_run(
-    denoiser, tmp_path, stopped, status, stopping_relay
-):
-    events = _sim_events(1)
-    handler = LiveDenoiseHandler(denoiser, tmp_path / "run", events=events)
-    relay = stopping_relay(handler, events, stopped=stopped, side=SIDE)
-    relay.start()
-    relay.join()
-    summary = handler.wait(timeout=20)
-    assert summary.status == status
-    assert summary.raw_written == summary.denoised_written == 9
-    doc = _run_json(tmp_path / "run")
-    if stopped:
-        assert "relay stopped without delivering sequenceFinished" in doc["notes"][0]
-    else:
-        assert doc["errors"][0]["where"] == "handler"
