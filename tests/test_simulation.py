@@ -8,9 +8,20 @@ from skimage.registration import phase_cross_correlation
 
 from sn2n_live.simulation._camera import CameraModel
 from sn2n_live.simulation._frames import SimulatedFrames, simulate_sim_frames
-from sn2n_live.simulation._optics import SIMIllumination, psf_blur
+from sn2n_live.simulation._optics import (
+    DEFAULT_PERIOD_PX,
+    DEFAULT_PSF_SIGMA_PX,
+    SIMIllumination,
+    otf,
+    otf_cutoff,
+    psf_blur,
+)
 from sn2n_live.simulation._sample import SimulatedSample
-from sn2n_live.simulation._structures import STRUCTURE_KINDS, make_structures
+from sn2n_live.simulation._structures import (
+    STRUCTURE_KINDS,
+    make_structure_layers,
+    make_structures,
+)
 
 # --- structures ---------------------------------------------------------------------
 
@@ -117,6 +128,22 @@ def test_drift_translates_by_the_requested_subpixel_amount():
 def test_integer_drift_is_an_exact_periodic_roll():
     sample = SimulatedSample((64, 64), kind="puncta", drift_px_per_s=(2.0, -3.0), seed=1)
     np.testing.assert_allclose(sample.at(1.0), np.roll(sample.at(0.0), (2, -3), (0, 1)), atol=1e-5)
+
+
+def test_density_drifts_with_the_blurred_sample():
+    sample = SimulatedSample(
+        (64, 64), kind="mixed", drift_px_per_s=(2.0, -3.0), haze_fraction=0.0, seed=1
+    )
+    np.testing.assert_allclose(
+        sample.density_at(1.0), np.roll(sample.structure, (2, -3), (0, 1)), atol=1e-5
+    )
+    # Without haze and background, uniform full light images exactly the blurred sample.
+    for time_s in (0.0, 0.37):
+        np.testing.assert_allclose(
+            sample.image(time_s, scale=1.0) - sample.background_fraction,
+            sample.at(time_s),
+            atol=1e-5,
+        )
 
 
 def test_sample_is_not_mutated_and_is_thread_safe():
@@ -279,9 +306,13 @@ def test_frames_shapes_dtypes_and_metadata():
     assert frames.raw.dtype == np.uint16
     assert frames.clean.shape == frames.raw.shape
     assert frames.clean.dtype == np.float32
-    assert frames.sample.shape == (64, 80)
-    assert frames.sample.dtype == np.float32
-    assert frames.sample.max() == 1.0
+    for truth in (frames.sample, frames.density):
+        assert truth.shape == (64, 80)
+        assert truth.dtype == np.float32
+        assert truth.max() == 1.0
+    np.testing.assert_array_equal(
+        frames.density, make_structures((64, 80), kind="filaments", seed=7)
+    )
     assert frames.photons == 30.0
     assert frames.illumination is ill
     assert frames.camera is cam
@@ -300,21 +331,204 @@ def test_frames_are_deterministic_and_seed_dependent():
     assert abs(np.corrcoef(noise_a.ravel(), noise_c.ravel())[0, 1]) < 0.05
 
 
-def test_clean_is_the_expected_adu_of_sample_times_pattern():
-    ill = SIMIllumination(n_angles=3, n_phases=3, period_px=8.0, modulation=0.6)
+def _independent_photons(density, excitation, *, scale, sigma, haze, haze_sigma, bg, norm):
+    """The documented formation, written with ndimage instead of the OTF grid."""
+
+    def blur(image, width):
+        return ndimage.gaussian_filter(image, width, mode="grid-wrap", truncate=8.0)
+
+    level = excitation.mean()
+    in_focus = blur(density * excitation, sigma) / norm
+    return scale * (in_focus + haze * level * blur(density, haze_sigma) / norm + bg * level)
+
+
+def test_clean_is_the_psf_blur_of_density_times_pattern_plus_haze_and_background():
+    ill = SIMIllumination(n_angles=3, n_phases=3, modulation=0.6)
     cam = CameraModel(offset_adu=100.0, gain_adu_per_e=1.7)
     drift = (0.4, -0.25)
+    optics = {"psf_sigma_px": 1.5, "haze_fraction": 0.2, "haze_sigma_px": 6.0}
     frames = _frames(
-        n_timepoints=2, illumination=ill, camera=cam, drift_px_per_s=drift, frame_interval_s=2.0
+        n_timepoints=2,
+        illumination=ill,
+        camera=cam,
+        drift_px_per_s=drift,
+        frame_interval_s=2.0,
+        background_fraction=0.03,
+        **optics,
     )
-    sample = SimulatedSample((64, 80), kind="filaments", drift_px_per_s=drift, seed=7)
-    pats = ill.patterns((64, 80))
+    density = make_structures((64, 80), kind="filaments", seed=7).astype(np.float64)
+    norm = ndimage.gaussian_filter(density, 1.5, mode="grid-wrap", truncate=8.0).max()
+    pats = ill.patterns((64, 80)).astype(np.float64)
     for t in range(2):
-        photons = 30.0 * sample.at(2.0 * t) * pats / ill.peak
-        np.testing.assert_allclose(frames.clean[t], 100.0 + 1.7 * photons, rtol=1e-5)
-    # `photons` is the count at the brightest point under a pattern maximum.
-    brightest = (frames.clean[0].max() - 100.0) / 1.7
-    assert 0.97 * 30.0 <= brightest <= 30.0 * (1 + 1e-5)
+        shift = np.multiply(drift, 2.0 * t)
+        moved = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(density), shift)).real
+        for a in range(3):
+            for p in range(3):
+                photons = _independent_photons(
+                    moved,
+                    pats[a, p],
+                    scale=30.0 / ill.peak,
+                    sigma=1.5,
+                    haze=0.2,
+                    haze_sigma=6.0,
+                    bg=0.03,
+                    norm=norm,
+                )
+                np.testing.assert_allclose(
+                    frames.clean[t, a, p], 100.0 + 1.7 * photons, rtol=1e-5, atol=1e-4
+                )
+
+
+def test_photons_is_the_in_focus_peak_under_the_pattern_peak_level():
+    frames = _frames(illumination=SIMIllumination.widefield(), haze_fraction=0.0)
+    in_focus = frames.clean[0, 0, 0] - 100.0 - frames.background_photons
+    assert in_focus.max() == pytest.approx(30.0, rel=1e-4)
+    # Widefield light of level 0.5 gives photons * sample, exactly.
+    np.testing.assert_allclose(in_focus, 30.0 * frames.sample, rtol=1e-4, atol=1e-3)
+    assert frames.modulation == 0.0 and frames.image_modulation == 0.0
+
+
+def _stripe_modulation(image, k):
+    """Least-squares fit of mean + stripe at wave vector ``k`` (cycles/px) in the interior.
+
+    The default period does not divide the field, so the periodic blur mixes the two
+    sides of the pattern's seam at the edges; 16 px in the PSF has forgotten it.
+    """
+    h, w = image.shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    arg = 2 * np.pi * (k[0] * y + k[1] * x)
+    inner = (slice(16, h - 16), slice(16, w - 16))
+    design = np.stack([np.ones(image.shape), np.cos(arg), np.sin(arg)], axis=-1)[inner]
+    coef, *_ = np.linalg.lstsq(design.reshape(-1, 3), image[inner].ravel(), rcond=None)
+    return float(np.hypot(coef[1], coef[2]) / coef[0])
+
+
+@pytest.mark.parametrize("period", [DEFAULT_PERIOD_PX, 3.0, 6.0, 10.0])
+def test_image_modulation_is_excitation_modulation_times_otf(period):
+    ill = SIMIllumination(n_angles=2, n_phases=1, period_px=period, orientation_deg=20.0)
+    sample = SimulatedSample.from_density(
+        np.ones((96, 96)), haze_fraction=0.0, background_fraction=0.0
+    )
+    expected = ill.modulation * otf(1.0 / period, 1.5)
+    assert ill.image_modulation(1.5) == pytest.approx(expected)
+    for a, k in enumerate(ill.wavevectors()):
+        frame = sample.image(0.0, ill.patterns((96, 96))[a, 0])
+        assert _stripe_modulation(frame, k) == pytest.approx(expected, rel=0.02)
+
+
+def test_haze_and_background_add_their_documented_photons():
+    ill = SIMIllumination(n_angles=1, n_phases=1)
+    haze, bg, scale = 0.15, 0.02, 50.0
+    sample = SimulatedSample.from_density(
+        np.ones((96, 96)), haze_fraction=haze, background_fraction=bg
+    )
+    pattern = ill.patterns((96, 96))[0, 0]
+    frame = sample.image(0.0, pattern, scale=scale)
+    level = pattern.mean()
+    # A uniform density: in focus the pattern mean, plus haze and background on top,
+    # both excited by the mean, which dilute the stripes.
+    inner = frame[16:-16, 16:-16]
+    assert inner.mean() == pytest.approx(scale * level * (1 + haze + bg), rel=0.01)
+    k = ill.wavevectors()[0]
+    assert _stripe_modulation(frame, k) == pytest.approx(
+        ill.image_modulation(1.5) / (1 + haze + bg), rel=0.02
+    )
+    # Far from all structure only the background is left.
+    dot = np.zeros((128, 128))
+    dot[0, 0] = 1.0
+    alone = SimulatedSample.from_density(dot, haze_fraction=haze, haze_sigma_px=4.0)
+    far = alone.image(0.0, ill.patterns((128, 128))[0, 0], scale=scale)[64, 64]
+    assert far == pytest.approx(scale * 0.02 * ill.patterns((128, 128))[0, 0].mean(), rel=1e-3)
+
+
+def test_a_pattern_beyond_the_cutoff_leaves_no_stripes():
+    cutoff = otf_cutoff(1.5)
+    ill = SIMIllumination(n_angles=1, n_phases=1, period_px=1.0 / (1.5 * cutoff), modulation=1.0)
+    sample = SimulatedSample.from_density(np.ones((96, 96)), haze_fraction=0.0)
+    frame = sample.image(0.0, ill.patterns((96, 96))[0, 0])
+    assert _stripe_modulation(frame, ill.wavevectors()[0]) < 1e-3
+    assert ill.image_modulation(1.5) < 1e-3
+
+
+def test_default_pattern_frequency_is_inside_the_optical_support():
+    assert otf_cutoff(1.5) == pytest.approx(0.28)
+    ill = SIMIllumination()
+    assert ill.period_px == DEFAULT_PERIOD_PX
+    assert 0.8 <= (1.0 / ill.period_px) / otf_cutoff(DEFAULT_PSF_SIGMA_PX) <= 0.9
+    # The stripes still reach the image, attenuated like a real OTF near its edge.
+    assert 0.04 <= otf(1.0 / ill.period_px, DEFAULT_PSF_SIGMA_PX) <= 0.15
+    np.testing.assert_allclose(np.linalg.norm(ill.wavevectors(), axis=1), 1.0 / ill.period_px)
+
+
+def test_widefield_frames_have_no_stripes():
+    widefield = SIMIllumination.widefield()
+    assert (widefield.n_angles, widefield.n_phases, widefield.modulation) == (1, 1, 0.0)
+    np.testing.assert_array_equal(widefield.patterns((32, 32)), 0.5)
+    flat = SimulatedSample.from_density(np.ones((64, 64)))
+    frame = flat.image(0.0, widefield.patterns((64, 64))[0, 0], scale=40.0)
+    np.testing.assert_allclose(frame, frame.mean(), rtol=1e-5)
+    # Widefield equals the phase average of a SIM set at the same photon scale.
+    wf = _frames(illumination=widefield, photons=15.0)
+    sim = _frames(illumination=SIMIllumination(), photons=15.0 * SIMIllumination().peak / 0.5)
+    np.testing.assert_allclose(sim.clean[0].mean(axis=1)[0], wf.clean[0, 0, 0], rtol=1e-4)
+
+
+def test_pattern_truth_matches_the_patterns():
+    ill = SIMIllumination(n_angles=3, n_phases=5, period_px=5.5, modulation=0.7, orientation_deg=9)
+    frames = _frames(illumination=ill, psf_sigma_px=1.2)
+    assert frames.pattern_wavevectors.shape == (3, 2)
+    assert frames.pattern_phases.shape == (3, 5)
+    y, x = np.mgrid[0:64, 0:80]
+    pats = ill.patterns((64, 80))
+    for a, (ky, kx) in enumerate(frames.pattern_wavevectors):
+        for p, phase in enumerate(frames.pattern_phases[a]):
+            expected = 0.5 * (1 + 0.7 * np.cos(2 * np.pi * (ky * y + kx * x) + phase))
+            np.testing.assert_allclose(pats[a, p], expected, atol=1e-5)
+    assert frames.modulation == 0.7
+    assert frames.image_modulation == pytest.approx(0.7 * otf(1 / 5.5, 1.2))
+    assert frames.psf_sigma_px == 1.2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_background_and_thin_masks(seed):
+    frames = simulate_sim_frames((256, 256), kind="mixed", seed=seed)
+    background, thin, density = frames.background_mask, frames.thin_mask, frames.density
+    assert background.dtype == thin.dtype == np.bool_
+    assert background.shape == thin.shape == (256, 256)
+    # Everything far from any fluorophore is background, and background is dark.
+    far = ndimage.distance_transform_edt(density < 1e-3) > 8
+    assert np.all(background[far])
+    assert background.mean() >= 0.4
+    assert density[background].max() < 0.05
+    np.testing.assert_array_equal(background, frames.sample < 0.02)
+    # Thin structures: on the density, never background, narrow and long.
+    assert not np.any(thin & background)
+    assert 0.02 <= thin.mean() <= 0.2
+    assert density[thin].min() >= 0.05
+    core = ndimage.binary_erosion(thin, np.ones((3, 3)))
+    assert core.sum() < 0.4 * thin.sum()
+    labels, _ = ndimage.label(thin, np.ones((3, 3)))
+    extents = [
+        max(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in ndimage.find_objects(labels)
+    ]
+    assert max(extents) >= 40
+
+
+@pytest.mark.parametrize("kind", ["mitochondria", "puncta"])
+def test_kinds_without_thin_lines_have_an_empty_thin_mask(kind):
+    layers = make_structure_layers((64, 64), kind=kind, seed=1)
+    np.testing.assert_array_equal(layers.thin, 0.0)
+    assert not _frames(kind=kind).thin_mask.any()
+
+
+@pytest.mark.parametrize("kind", STRUCTURE_KINDS)
+def test_structure_layers(kind):
+    layers = make_structure_layers((96, 64), kind=kind, seed=5)
+    np.testing.assert_array_equal(layers.density, make_structures((96, 64), kind=kind, seed=5))
+    assert layers.thin.dtype == np.float32
+    assert np.all(layers.thin >= 0) and np.all(layers.thin <= layers.density)
+    if kind in ("filaments", "mixed"):
+        assert layers.thin.max() > 0.2
 
 
 def test_raw_is_an_unbiased_noisy_version_of_clean():
@@ -363,6 +577,9 @@ def test_unknown_kind_lists_the_allowed_kinds():
         ({"n_timepoints": 1.5}, "n_timepoints"),
         ({"frame_interval_s": -1.0}, "frame_interval_s"),
         ({"psf_sigma_px": -0.5}, "psf_sigma_px"),
+        ({"haze_fraction": -0.1}, "haze_fraction must be >= 0"),
+        ({"haze_sigma_px": float("nan")}, "haze_sigma_px must be a finite number"),
+        ({"background_fraction": -0.01}, "background_fraction must be >= 0"),
         ({"drift_px_per_s": (1.0,)}, "drift_px_per_s"),
         ({"drift_px_per_s": (1.0, float("nan"))}, "drift_px_per_s"),
         ({"seed": -1}, "seed"),
@@ -380,3 +597,21 @@ def test_bad_time_is_rejected():
     sample = SimulatedSample((32, 32))
     with pytest.raises(ValueError, match="time_s must be a finite number"):
         sample.at(float("nan"))
+
+
+def test_bad_images_and_densities_are_rejected():
+    sample = SimulatedSample((32, 32))
+    with pytest.raises(ValueError, match=r"illumination must have the sample's shape \(32, 32\)"):
+        sample.image(0.0, np.ones((32, 31)))
+    with pytest.raises(ValueError, match=r"illumination must lie in \[0, 1\]"):
+        sample.image(0.0, np.full((32, 32), 1.5))
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        sample.image(0.0, scale=-1.0)
+    with pytest.raises(ValueError, match=r"density must be finite and in \[0, 1\]"):
+        SimulatedSample.from_density(np.full((32, 32), 2.0))
+    with pytest.raises(ValueError, match="density must be a 2-D"):
+        SimulatedSample.from_density(np.ones(32))
+    with pytest.raises(ValueError, match="positive maximum"):
+        SimulatedSample.from_density(np.zeros((32, 32)))
+    with pytest.raises(ValueError, match="thin must have the density's shape"):
+        SimulatedSample.from_density(np.full((32, 32), 0.5), thin=np.ones((32, 32)))

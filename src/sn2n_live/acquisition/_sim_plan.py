@@ -17,7 +17,7 @@ import numpy as np
 import useq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sn2n_live.simulation import SIMIllumination
+from sn2n_live.simulation import DEFAULT_PERIOD_PX, SIMIllumination
 
 PatternSource = Literal["slm", "properties", "metadata"]
 DeviceProperty = tuple[str, str]
@@ -52,6 +52,8 @@ class SIMPlan(BaseModel):
         Number of phase steps per orientation, >= 1 (2-D SIM uses 3 or 5).
     period_px : float
         Stripe period of the displayed pattern in SLM pixels, >= 2 (the sampling limit).
+        The default (≈ 4.20) is :class:`~sn2n_live.simulation.SIMIllumination`'s: 0.85
+        of the simulated microscope's optical cut-off, where SLM and camera pixels match.
     orientation_deg : float
         Orientation of the first angle in degrees; angles are spaced by 180°/n_angles.
     modulation : float
@@ -78,7 +80,7 @@ class SIMPlan(BaseModel):
 
     n_angles: int = Field(default=3, ge=1)
     n_phases: int = Field(default=3, ge=1)
-    period_px: float = Field(default=8.0, ge=2.0)
+    period_px: float = Field(default=DEFAULT_PERIOD_PX, ge=2.0)
     orientation_deg: float = 0.0
     modulation: float = Field(default=0.8, ge=0.0, le=1.0)
     pattern_source: PatternSource = "slm"

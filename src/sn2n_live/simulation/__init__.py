@@ -2,27 +2,51 @@
 
 Used by the tests, the demo, the benchmarks and the simulated microscope:
 
-- :func:`make_structures` draws unblurred ground-truth structures;
-- :class:`SimulatedSample` blurs them with a Gaussian PSF and lets them drift;
-- :class:`SIMIllumination` and :class:`CameraModel` model the patterns and the camera;
+- :func:`make_structure_layers` / :func:`make_structures` draw unblurred ground-truth
+  fluorophore densities (with their thin-line layer);
+- :class:`SIMIllumination` models the excitation patterns, :func:`otf_cutoff` and
+  :func:`otf` the Gaussian detection PSF, :class:`CameraModel` the camera;
+- :class:`SimulatedSample` forms the image, ``PSF ⊛ (density x pattern)`` plus
+  out-of-focus haze and background, and lets the density drift;
 - :func:`simulate_sim_frames` puts it together into raw uint16 ``(T, A, P, H, W)``
-  stacks with their noise-free expected ADU.
+  stacks with their noise-free expected ADU and ground truths.
 """
 
 from ._camera import CameraModel
 from ._frames import SimulatedFrames, simulate_sim_frames
-from ._optics import SIMIllumination, psf_blur
+from ._optics import (
+    DEFAULT_PERIOD_PX,
+    DEFAULT_PSF_SIGMA_PX,
+    SIMIllumination,
+    otf,
+    otf_cutoff,
+    otf_grid,
+    psf_blur,
+)
 from ._sample import SimulatedSample
-from ._structures import STRUCTURE_KINDS, StructureKind, make_structures
+from ._structures import (
+    STRUCTURE_KINDS,
+    StructureKind,
+    StructureLayers,
+    make_structure_layers,
+    make_structures,
+)
 
 __all__ = [
+    "DEFAULT_PERIOD_PX",
+    "DEFAULT_PSF_SIGMA_PX",
     "STRUCTURE_KINDS",
     "CameraModel",
     "SIMIllumination",
     "SimulatedFrames",
     "SimulatedSample",
     "StructureKind",
+    "StructureLayers",
+    "make_structure_layers",
     "make_structures",
+    "otf",
+    "otf_cutoff",
+    "otf_grid",
     "psf_blur",
     "simulate_sim_frames",
 ]

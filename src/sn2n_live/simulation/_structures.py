@@ -13,6 +13,7 @@ not a magnified 128² one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
@@ -34,6 +35,10 @@ _MITO_SIGMAS = (1.4, 2.2)  # tubular mitochondria, two width classes
 _PUNCTA_SIGMAS = (0.6, 1.0)
 # Angular resolution of a blob's tabulated edge radius.
 _ANGLE_TABLE_SIZE = 4096
+# Canvas layers: thin lines (microtubules, ER tubules) apart from everything else, so the
+# thin-structure ground truth can be told apart from puncta of the same width.
+_THIN = "thin"
+_BULK = "bulk"
 
 
 def check_kind(kind: str) -> str:
@@ -44,18 +49,18 @@ def check_kind(kind: str) -> str:
 
 
 class _Canvas:
-    """Accumulate weighted points per line-width sigma, then blur each group once.
+    """Accumulate weighted points per layer and line-width sigma, then blur each group once.
 
-    Grouping by sigma keeps the cost at one Gaussian filter per width class no matter
-    how many objects are drawn (blurring is linear, so splat-then-blur is exact).
+    Grouping by sigma keeps the cost at one Gaussian filter per width class and layer no
+    matter how many objects are drawn (blurring is linear, so splat-then-blur is exact).
     """
 
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
-        self._groups: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._groups: dict[tuple[str, float], list[tuple[np.ndarray, np.ndarray]]] = {}
 
-    def add(self, yx: np.ndarray, weights: np.ndarray, sigma: float) -> None:
-        """Bilinearly splat points ``yx`` (N, 2) with ``weights`` (N,) into group ``sigma``."""
+    def add(self, yx: np.ndarray, weights: np.ndarray, sigma: float, layer: str) -> None:
+        """Bilinearly splat points ``yx`` (N, 2) with ``weights`` (N,) into ``layer``."""
         h, w = self.shape
         y, x = yx[:, 0], yx[:, 1]
         y0 = np.floor(y)
@@ -74,13 +79,16 @@ class _Canvas:
         ):
             idx.append(((y0 + dy) % h) * w + (x0 + dx) % w)
             wts.append(weights * frac)
-        self._groups.setdefault(sigma, []).append((np.concatenate(idx), np.concatenate(wts)))
+        key = (layer, sigma)
+        self._groups.setdefault(key, []).append((np.concatenate(idx), np.concatenate(wts)))
 
-    def render(self) -> np.ndarray:
-        """Return the sum over groups of the splatted points blurred by their sigma."""
+    def render(self, layer: str) -> np.ndarray:
+        """Return ``layer``'s splatted points blurred by their sigma, summed (float64)."""
         h, w = self.shape
         total = np.zeros(self.shape, dtype=np.float64)
-        for sigma, parts in self._groups.items():
+        for (group_layer, sigma), parts in self._groups.items():
+            if group_layer != layer:
+                continue
             idx = np.concatenate([p[0] for p in parts])
             wts = np.concatenate([p[1] for p in parts])
             grid = np.bincount(idx, weights=wts, minlength=h * w).reshape(h, w)
@@ -212,7 +220,7 @@ def _draw_microtubules(
     weights = _line_weight(rng.uniform(0.6, 1.0, n)[owner], _THIN_SIGMA)
     if mask is not None:
         weights *= _mask_at(mask, yx)
-    canvas.add(yx, weights, _THIN_SIGMA)
+    canvas.add(yx, weights, _THIN_SIGMA, _THIN)
 
 
 def _draw_er_web(
@@ -255,7 +263,7 @@ def _draw_er_web(
     t = ((np.arange(owner.size) - first[owner]) / (counts[owner] - 1))[:, None]
     yx = (1 - t) ** 2 * a[owner] + 2 * t * (1 - t) * ctrl[owner] + t**2 * b[owner]
     weights = _line_weight(rng.uniform(*brightness, len(a))[owner], _THIN_SIGMA)
-    canvas.add(yx, weights * _mask_at(mask, yx), _THIN_SIGMA)
+    canvas.add(yx, weights * _mask_at(mask, yx), _THIN_SIGMA, _THIN)
 
 
 def _draw_mitochondria(
@@ -279,7 +287,7 @@ def _draw_mitochondria(
         point_brightness *= _mask_at(mask, yx)
     for k, sigma in enumerate(_MITO_SIGMAS):
         sel = width_class[owner] == k
-        canvas.add(yx[sel], _line_weight(point_brightness[sel], sigma), sigma)
+        canvas.add(yx[sel], _line_weight(point_brightness[sel], sigma), sigma, _BULK)
 
 
 def _draw_puncta(
@@ -299,13 +307,32 @@ def _draw_puncta(
     size_class = rng.integers(0, len(_PUNCTA_SIGMAS), n)
     for k, sigma in enumerate(_PUNCTA_SIGMAS):
         sel = size_class == k
-        canvas.add(yx[sel], _dot_weight(brightness[sel], sigma), sigma)
+        canvas.add(yx[sel], _dot_weight(brightness[sel], sigma), sigma, _BULK)
 
 
-def make_structures(
+@dataclass(frozen=True)
+class StructureLayers:
+    """A ground-truth structure field and its thin-line part.
+
+    Attributes
+    ----------
+    density : numpy.ndarray
+        ``(H, W)`` float32 fluorophore density in [0, 1] with maximum 1 (what
+        :func:`make_structures` returns).
+    thin : numpy.ndarray
+        ``(H, W)`` float32 part of ``density`` drawn as thin (sub-pixel) lines:
+        microtubule-like filaments and ER-like tubules, on the same scale and never
+        above ``density``. All zero for ``"mitochondria"`` and ``"puncta"``.
+    """
+
+    density: np.ndarray
+    thin: np.ndarray
+
+
+def make_structure_layers(
     shape: Sequence[int], *, kind: StructureKind = "mixed", seed: int = 0
-) -> np.ndarray:
-    """Draw a seeded ground-truth fluorescence structure (before any optical blur).
+) -> StructureLayers:
+    """Draw a seeded ground-truth structure and its thin-line layer (before optical blur).
 
     Parameters
     ----------
@@ -320,13 +347,13 @@ def make_structures(
         from 128² up) is exactly zero, a large empty background as in real low-light
         SIM data.
     seed : int
-        Non-negative seed; the same seed always gives the same array.
+        Non-negative seed; the same seed always gives the same arrays.
 
     Returns
     -------
-    numpy.ndarray
-        ``(height, width)`` float32 in [0, 1] with maximum 1. The field is periodic
-        (objects leaving one edge re-enter at the opposite one).
+    StructureLayers
+        The density and its thin-line part. The field is periodic (objects leaving one
+        edge re-enter at the opposite one).
 
     Raises
     ------
@@ -359,8 +386,40 @@ def make_structures(
         _draw_er_web(canvas, rng_er, cell, brightness=(0.15, 0.3), keep_fraction=0.45)
         _draw_mitochondria(canvas, rng_mito, 3500.0, region=inside, mask=cell)
         _draw_puncta(canvas, rng_puncta, 800.0, region=inside, mask=cell)
-    image = np.clip(canvas.render(), 0.0, 1.0)
+    thin = canvas.render(_THIN)
+    image = np.clip(thin + canvas.render(_BULK), 0.0, 1.0)
     # Crossings saturate at 1 (clip); a field whose brightest object is dimmer than 1 is
     # stretched so every kind shares the same [0, 1] scale with max exactly 1.
-    image /= image.max()
-    return image.astype(np.float32)
+    scale = 1.0 / image.max()
+    image *= scale
+    # Where the clip saturated, the thin part is capped at the (clipped) total.
+    thin = np.minimum(thin * scale, image)
+    return StructureLayers(density=image.astype(np.float32), thin=thin.astype(np.float32))
+
+
+def make_structures(
+    shape: Sequence[int], *, kind: StructureKind = "mixed", seed: int = 0
+) -> np.ndarray:
+    """Draw a seeded ground-truth fluorescence density (before any optical blur).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(height, width)`` in pixels, each >= 16.
+    kind : {"filaments", "mitochondria", "puncta", "mixed"}
+        Structure kind, see :func:`make_structure_layers`.
+    seed : int
+        Non-negative seed; the same seed always gives the same array.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width)`` float32 in [0, 1] with maximum 1, periodic; the ``density``
+        of :func:`make_structure_layers` (use that function for the thin-line layer).
+
+    Raises
+    ------
+    ValueError
+        For a bad ``shape``, ``seed`` or an unknown ``kind``.
+    """
+    return make_structure_layers(shape, kind=kind, seed=seed).density
