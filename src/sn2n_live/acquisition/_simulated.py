@@ -1,12 +1,13 @@
 """A simulated low-light SIM microscope made of Python devices, plus the demo core.
 
 :func:`create_simulated_microscope` returns a pymmcore-plus ``UniMMCore`` whose camera,
-SLM and laser are Python devices: the camera renders the drifting simulated sample under
-the pattern shown on the SLM and exposes it through a noisy camera model, so the whole
-acquisition path (MDA runner, SLM events, handlers, writers) runs without hardware, GPU
-or network. :func:`create_demo_core` loads Micro-Manager's demo configuration
-(mm-test-adapters) for rigs without an SLM. :func:`release_core` must be called before
-dropping a core (see its docstring).
+SLM and laser are Python devices: the camera renders the drifting simulated sample
+excited by the pattern shown on the SLM (``PSF ⊛ (density x pattern)`` plus out-of-focus
+haze and background, see :class:`~sn2n_live.simulation.SimulatedSample`) and exposes it
+through a noisy camera model, so the whole acquisition path (MDA runner, SLM events,
+handlers, writers) runs without hardware, GPU or network. :func:`create_demo_core` loads
+Micro-Manager's demo configuration (mm-test-adapters) for rigs without an SLM.
+:func:`release_core` must be called before dropping a core (see its docstring).
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from pymmcore_plus.experimental.unicore import (
     pymm_property,
 )
 
-from sn2n_live.simulation import CameraModel, SimulatedSample, StructureKind
+from sn2n_live.simulation import (
+    DEFAULT_BACKGROUND_FRACTION,
+    DEFAULT_HAZE_FRACTION,
+    DEFAULT_HAZE_SIGMA_PX,
+    DEFAULT_PSF_SIGMA_PX,
+    CameraModel,
+    SimulatedSample,
+    StructureKind,
+)
 
 CAMERA_LABEL = "Camera"
 SLM_LABEL = "SLM"
@@ -36,8 +45,9 @@ LASER_POWER_PROPERTY = "Power"
 
 MIN_SIDE_PX = 256
 MAX_SIDE_PX = 2048
-# 2 photons/ms at the brightest sample point: 20 photons at 10 ms and 100 % power under
-# full illumination (18 under a SIM pattern maximum), i.e. genuinely low light.
+# 2 photons/ms at the brightest blurred-sample point in focus: 20 photons at 10 ms and
+# 100 % power under full illumination (18 under a SIM pattern maximum), i.e. genuinely
+# low light.
 DEFAULT_PHOTONS_PER_MS = 2.0
 DEFAULT_EXPOSURE_MS = 10.0
 _CANCEL_WAIT_S = 5.0
@@ -46,8 +56,9 @@ _CANCEL_WAIT_S = 5.0
 class SimulatedSLM(SLMDevice):
     """An 8-bit SLM that remembers the image it displays.
 
-    Illumination is the displayed image / 255. Before anything is displayed the SLM
-    passes all light (the camera then sees widefield illumination).
+    Illumination (the excitation in the focal plane) is the displayed image / 255.
+    Before anything is displayed the SLM passes all light (the camera then sees
+    widefield illumination).
 
     It reports no image-sequence support, so every SIM pattern is a separate snap:
     pymmcore-plus 0.18.1's engine loads an SLM sequence for a hardware-triggered burst
@@ -128,9 +139,11 @@ class SimulatedLaser(GenericDevice):
 class SimulatedCamera(SimpleCameraDevice):
     """uint16 camera that images the simulated sample under the SLM's current pattern.
 
-    Expected photons of a frame are ``sample.at(t) * illumination * photons_per_ms *
-    exposure_ms * laser fraction`` with ``t`` the microscope clock at the start of the
-    exposure; :meth:`CameraModel.expose` turns them into noisy ADU.
+    Expected photons of a frame are ``sample.image(t, illumination, scale=photons_per_ms
+    * exposure_ms * laser fraction)``: the PSF-blurred product of the drifted density
+    and the SLM illumination, plus haze and background (see
+    :class:`~sn2n_live.simulation.SimulatedSample`), with ``t`` the microscope clock at
+    the start of the exposure; :meth:`CameraModel.expose` turns them into noisy ADU.
 
     Parameters
     ----------
@@ -143,8 +156,8 @@ class SimulatedCamera(SimpleCameraDevice):
     camera_model : CameraModel
         Offset, gain, read noise and bit depth.
     photons_per_ms : float
-        Expected photons per millisecond at a sample point of value 1 under full
-        illumination and 100 % laser power.
+        In-focus expected photons per millisecond where the blurred sample
+        (``sample.blurred``) is 1, under full illumination and 100 % laser power.
     clock : callable
         Returns the microscope time in seconds (time 0 is when the camera was made).
     rng : numpy.random.Generator
@@ -187,11 +200,7 @@ class SimulatedCamera(SimpleCameraDevice):
         Uses the current SLM image, exposure and laser power.
         """
         scale = self._photons_per_ms * self._exposure_ms * self._laser.fraction
-        photons = self.sample.at(time_s)
-        photons *= np.float32(scale)
-        if (illumination := self._slm.illumination) is not None:
-            photons *= illumination
-        return photons
+        return self.sample.image(time_s, self._slm.illumination, scale=scale)
 
     def sensor_shape(self) -> tuple[int, int]:
         return self.sample.shape
@@ -296,7 +305,10 @@ def create_simulated_microscope(
     shape: Sequence[int] = (512, 512),
     kind: StructureKind = "mixed",
     photons_per_ms: float = DEFAULT_PHOTONS_PER_MS,
-    psf_sigma_px: float = 1.5,
+    psf_sigma_px: float = DEFAULT_PSF_SIGMA_PX,
+    haze_fraction: float = DEFAULT_HAZE_FRACTION,
+    haze_sigma_px: float = DEFAULT_HAZE_SIGMA_PX,
+    background_fraction: float = DEFAULT_BACKGROUND_FRACTION,
     drift_px_per_s: Sequence[float] = (0.3, 0.2),
     camera: CameraModel = CameraModel(),  # noqa: B008 - frozen, so shared safely
     seed: int = 0,
@@ -312,11 +324,19 @@ def create_simulated_microscope(
     kind : {"filaments", "mitochondria", "puncta", "mixed"}
         Sample structures, see :func:`sn2n_live.simulation.make_structures`.
     photons_per_ms : float
-        Expected photons per millisecond at the brightest sample point under full
-        illumination at 100 % laser power, > 0. The default gives a peak of 20
-        photons at 10 ms.
+        In-focus expected photons per millisecond at the brightest point of the blurred
+        sample under full illumination at 100 % laser power, > 0. The default gives a
+        peak of 20 photons at 10 ms (before haze and background).
     psf_sigma_px : float
-        Gaussian PSF standard deviation in pixels, >= 0.
+        Gaussian PSF standard deviation in pixels, >= 0; the optical cut-off is
+        ``0.42 / psf_sigma_px`` cycles/px (:func:`~sn2n_live.simulation.otf_cutoff`).
+    haze_fraction : float
+        Out-of-focus haze as a fraction of the in-focus photon flux, >= 0.
+    haze_sigma_px : float
+        Standard deviation of the haze blur in pixels, >= 0.
+    background_fraction : float
+        Flat autofluorescence per pixel as a fraction of the full-illumination photon
+        scale (``photons_per_ms * exposure * laser``) times the mean SLM illumination.
     drift_px_per_s : sequence of float
         Sample drift ``(vy, vx)`` in pixels per second of microscope time.
     camera : CameraModel
@@ -359,6 +379,9 @@ def create_simulated_microscope(
         (height, width),
         kind=kind,
         psf_sigma_px=psf_sigma_px,
+        haze_fraction=haze_fraction,
+        haze_sigma_px=haze_sigma_px,
+        background_fraction=background_fraction,
         drift_px_per_s=drift_px_per_s,
         seed=seed,
     )

@@ -23,7 +23,12 @@ from ._optics import (
     otf_grid,
     psf_blur,
 )
-from ._sample import SimulatedSample
+from ._sample import (
+    DEFAULT_BACKGROUND_FRACTION,
+    DEFAULT_HAZE_FRACTION,
+    DEFAULT_HAZE_SIGMA_PX,
+    SimulatedSample,
+)
 from ._structures import (
     STRUCTURE_KINDS,
     StructureKind,
@@ -33,6 +38,9 @@ from ._structures import (
 )
 
 __all__ = [
+    "DEFAULT_BACKGROUND_FRACTION",
+    "DEFAULT_HAZE_FRACTION",
+    "DEFAULT_HAZE_SIGMA_PX",
     "DEFAULT_PERIOD_PX",
     "DEFAULT_PSF_SIGMA_PX",
     "STRUCTURE_KINDS",

@@ -355,17 +355,20 @@ class SimulatedSample:
             level = float(excitation.mean(dtype=np.float64))
             if not 0.0 <= excitation.min() <= excitation.max() <= 1.0:
                 raise ValueError("illumination must lie in [0, 1] (fraction of full power)")
-            if spectrum is None:
-                density = self._density
-                spectrum = self._spectrum
-            else:
-                density = fft.irfft2(spectrum, s=self.shape)
-            # The excitation multiplies the sharp density; the PSF then blurs both.
-            combined = fft.rfft2(density * excitation)
-            combined *= self._otf
+            haze = None
             if self.haze_fraction > 0:
-                haze = spectrum * self._haze_otf
+                haze = (self._spectrum if spectrum is None else spectrum) * self._haze_otf
                 haze *= np.float32(level)
+            # The excitation multiplies the sharp density; the PSF then blurs both.
+            if spectrum is None:
+                excited = self._density * excitation
+            else:
+                # The haze term is taken, so the shifted spectrum may be overwritten.
+                excited = fft.irfft2(spectrum, s=self.shape, overwrite_x=True)
+                excited *= excitation
+            combined = fft.rfft2(excited, overwrite_x=True)
+            combined *= self._otf
+            if haze is not None:
                 combined += haze
         out = fft.irfft2(combined, s=self.shape, overwrite_x=True)
         out *= np.float32(scale)
