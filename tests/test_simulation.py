@@ -599,6 +599,14 @@ def test_bad_time_is_rejected():
         sample.at(float("nan"))
 
 
+def test_from_density_leaves_the_callers_array_alone():
+    density = np.full((32, 32), 0.5, dtype=np.float32)
+    sample = SimulatedSample.from_density(density)
+    assert density.flags.writeable and not sample.structure.flags.writeable
+    assert sample.kind is None and sample.seed is None
+    assert sample.background_mask.sum() == 0 and sample.thin_mask.sum() == 0
+
+
 def test_bad_images_and_densities_are_rejected():
     sample = SimulatedSample((32, 32))
     with pytest.raises(ValueError, match=r"illumination must have the sample's shape \(32, 32\)"):

@@ -44,7 +44,8 @@ THIN_MASK_SHARE = 0.5
 
 
 def _check_density(density: np.ndarray, *, name: str) -> np.ndarray:
-    arr = np.asarray(density, dtype=np.float32)
+    # A copy: the sample freezes its arrays, which must not freeze the caller's.
+    arr = np.array(density, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (H, W) array; got shape {arr.shape}")
     check_shape(arr.shape, name=f"{name}.shape")
