@@ -8,7 +8,7 @@ PIP_CONSTRAINT_FLAG := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install test demo lint format bench clean
+.PHONY: install test demo lint format bench bench-install peers clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,34 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fidelity.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/engine_throughput.py --quick
+
+# Peers for benchmarks/peers.py (CAREamics Noise2Void, BM3D): the `bench` extra, never
+# runtime dependencies, and `make test` does not need them. `pip install '.[bench]'` works
+# where a torchvision matching torch exists; here it does not: careamics 0.3.5 pins
+# torchvision<=0.26, whose wheels need torch 2.11, and the only torchvision wheels for torch
+# 2.13 on this index are CUDA builds that fail to load on CPU torch. So careamics goes in
+# with --no-deps, then its other requirements (microssim is skipped: LVAE metrics only).
+# careamics imports torchvision only for its LVAE and BioImage-export code; peers.py puts
+# an import-only stub (benchmarks/_stubs/torchvision) on sys.path when none is installed,
+# after lightning and torchmetrics have looked for it, so nothing else sees the stub.
+# careamics also caps pydantic<=2.14.1 and pyyaml<=6.0.3; N2V trains and predicts with the
+# versions `make install` resolves (pydantic 2.14.4), so they stay (`pip check` lists the
+# caps; bioimageio-core's model export, unused here, is what fails on pydantic 2.14.4).
+# The last step trains N2V and runs BM3D on a tiny array (~30 s).
+BENCH_REQUIREMENTS := 'lightning>=2.2,<=2.6.6,!=2.6.2,!=2.6.3' 'torchmetrics>0.7,<1.9' \
+	'bioimageio-core>=0.9,<=0.11.0' 'psutil<=7.2.2' 'bm3d>=4.0.3'
+
+bench-install: $(STAMP)
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_FLAG) --no-deps 'careamics==0.3.5'
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_FLAG) $(BENCH_REQUIREMENTS)
+	$(BIN)/python benchmarks/peers.py --self-test
+
+# The full peer comparison: about 2 h on 2 cores with the defaults (6 conditions x 4 trained
+# methods x 4 min, plus BM3D). Run it on a quiet machine; it writes benchmarks/results and
+# the table in docs/benchmarks.md. PEERS_ARGS="--modalities sim --photons 20" to narrow it.
+PEERS_ARGS ?= --write-docs
+peers: $(STAMP)
+	$(BIN)/python benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output
