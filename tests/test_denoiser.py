@@ -425,3 +425,59 @@ def test_cuda_streamed_denoise_matches_cpu(trained_state, mode, tile):
     out = gpu.denoise(frames)
     assert out.dtype == np.float32 and out.shape == frames.shape
     np.testing.assert_allclose(out, cpu, rtol=1e-4, atol=1e-3 * float(frames.max()))
+
+
+# ---------------------------------------------------------------------------- twin inference
+
+
+def _twin_package(state: dict[str, torch.Tensor], mode: str = "global") -> ModelPackage:
+    return ModelPackage(
+        unet=TINY,
+        state_dict=state,
+        policy=POLICY[mode],
+        resolved_mode=mode,
+        thresholds=RiskThresholds(patch_size=16),
+        upsample="exact",
+        patch_size=32,
+        scale="background",
+        inference="twins",
+    )
+
+
+def test_twin_inference_is_the_mean_of_the_denoised_twins(trained_state):
+    from sn2n_live.method import frame_scale, make_twins_tensor
+
+    gen = torch.Generator().manual_seed(3)
+    frames = 100 + 50 * _smooth_batch(2, 64, gen) + 3 * torch.randn(2, 64, 64, generator=gen)
+    package = _twin_package(trained_state)
+    denoiser = Denoiser(package)
+    assert denoiser.tile is None  # global twin packages run whole frames
+    got = torch.from_numpy(denoiser.denoise(frames.numpy()))
+    lo, hi = frame_scale(frames, "background", package.thresholds)
+    a, b = make_twins_tensor(frames)
+    model = package.build_model()
+    span = (hi - lo)[:, None, None]
+
+    def run(twin: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            y = model(((twin - lo[:, None, None]) / span)[:, None])[:, 0]
+        return y * span + lo[:, None, None]
+
+    torch.testing.assert_close(got, 0.5 * (run(a) + run(b)), atol=1e-3, rtol=1e-5)
+
+
+def test_twin_inference_handles_odd_frames_and_keeps_tiles_for_patchwise_modes(trained_state):
+    odd = np.random.default_rng(0).poisson(30, (2, 45, 38)).astype(np.uint16) + 100
+    out = Denoiser(_twin_package(trained_state)).denoise(odd)
+    assert out.shape == odd.shape and np.isfinite(out).all()
+    assert Denoiser(_twin_package(trained_state, "local")).tile == 32
+
+
+def test_risk_comes_with_the_same_image(trained_state):
+    frames = np.random.default_rng(1).poisson(30, (3, 64, 64)).astype(np.float32) + 100
+    for package in (_twin_package(trained_state), _package(trained_state, "global", 32)):
+        denoiser = Denoiser(package)
+        result = denoiser.denoise(frames, risk=True)
+        np.testing.assert_allclose(result.image, denoiser.denoise(frames), atol=1e-4)
+        assert result.risk.shape == frames.shape and result.risk_fraction.shape == (3,)
+        assert result.risk.min() >= 0.0 and result.risk.max() <= 1.0

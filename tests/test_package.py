@@ -90,12 +90,18 @@ def test_manifest_layout(saved):
     pkg, path = saved
     manifest = json.loads(zipfile.ZipFile(path).read("manifest.json"))
     assert manifest["format"] == "sn2n-live-model"
-    assert manifest["format_version"] == FORMAT_VERSION == 1
-    assert manifest["unet"] == {"depth": 2, "base_channels": 4, "leaky_slope": 0.02}
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["unet"] == {
+        "depth": 2,
+        "base_channels": 4,
+        "leaky_slope": 0.02,
+        "head": "sigmoid",
+    }
     assert manifest["normalization"]["policy"] == "dataset"
     assert manifest["normalization"]["resolved_mode"] == "local"
     assert manifest["normalization"]["thresholds"]["clip_percentile"] == 99.9
-    assert manifest["twins"] == {"upsample": "exact"}
+    assert manifest["normalization"]["scale"] == "min_clip"
+    assert manifest["twins"] == {"upsample": "exact", "inference": "frame"}
     assert manifest["default_tile"] == 32
     assert manifest["camera_offset_adu"] == 100.0
     assert manifest["weights_sha256"] == pkg.sha256
@@ -202,10 +208,29 @@ def test_wrong_format_tag(saved, tmp_path):
         load_package(bad)
 
 
+def test_version_1_manifest_reads_as_the_published_method(saved, tmp_path):
+    pkg, path = saved
+
+    def as_v1(m):
+        unet = {k: v for k, v in m["unet"].items() if k != "head"}
+        norm = {k: v for k, v in m["normalization"].items() if k != "scale"}
+        return {
+            **m,
+            "format_version": 1,
+            "unet": unet,
+            "normalization": norm,
+            "twins": {"upsample": m["twins"]["upsample"]},
+        }
+
+    old = load_package(_rewrite(path, tmp_path / "v1.sn2n", manifest=as_v1))
+    assert (old.unet.head, old.scale, old.inference) == ("sigmoid", "min_clip", "frame")
+    assert old.sha256 == pkg.sha256
+
+
 def test_newer_format_version(saved, tmp_path):
     _, path = saved
-    bad = _rewrite(path, tmp_path / "v2.sn2n", manifest=lambda m: {**m, "format_version": 2})
-    with pytest.raises(ModelPackageError, match=r"format_version 2 is newer.*Upgrade sn2n-live"):
+    bad = _rewrite(path, tmp_path / "v3.sn2n", manifest=lambda m: {**m, "format_version": 3})
+    with pytest.raises(ModelPackageError, match=r"format_version 3 is newer.*Upgrade sn2n-live"):
         load_package(bad)
 
 

@@ -7,16 +7,19 @@ import pytest
 import torch
 
 from sn2n_live.method._package import load_package, save_package
-from sn2n_live.method._risk import RiskThresholds
+from sn2n_live.method._recipes import RECIPES, Recipe
+from sn2n_live.method._risk import RiskThresholds, frame_scale
 from sn2n_live.method._training import (
     TrainingConfig,
+    _cosine_factor,
+    _sn2n_loss,
     data_sha256,
     make_batches,
     make_training_pairs,
     random_dihedral,
     train,
 )
-from sn2n_live.method._twins import make_twins
+from sn2n_live.method._twins import make_twins, make_twins_tensor
 from sn2n_live.method._unet import UNetConfig
 
 TINY = UNetConfig(depth=2, base_channels=4)
@@ -25,7 +28,10 @@ THRESHOLDS = RiskThresholds(patch_size=32)
 
 
 def _config(**overrides: object) -> TrainingConfig:
+    # The published recipe: these tests pin its data generation and optimizer; the twin
+    # recipe has tests of its own below.
     settings: dict[str, object] = {
+        "recipe": "paper",
         "unet": TINY,
         "patch": 32,
         "batch_size": 8,
@@ -102,7 +108,7 @@ def test_config_rejects_bad_values_clearly(overrides, message):
 
 def test_config_resolves_preset_and_is_frozen():
     config = TrainingConfig(preset="lite")
-    assert config.unet_config == UNetConfig(depth=3, base_channels=16)
+    assert config.unet_config == UNetConfig(depth=3, base_channels=16, head="linear")
     assert _config().unet_config == TINY
     with pytest.raises(ValueError, match="frozen"):
         config.patch = 128  # type: ignore[misc]
@@ -343,3 +349,78 @@ def test_progress_bar_only_when_asked(frames, capsys):
     shown = capsys.readouterr()
     assert shown.out == ""
     assert "epoch" in shown.err and "val" in shown.err
+
+
+# --------------------------------------------------------------------------- twin recipe
+
+
+def test_recipes_fill_defaults_and_explicit_fields_win():
+    twin = TrainingConfig()
+    assert twin.recipe == Recipe.TWIN
+    assert {k: getattr(twin, k) for k in RECIPES[Recipe.TWIN]} == RECIPES[Recipe.TWIN]
+    paper = TrainingConfig(recipe="paper")
+    assert {k: getattr(paper, k) for k in RECIPES[Recipe.PAPER]} == RECIPES[Recipe.PAPER]
+    assert paper.unet_config.head == "sigmoid" and twin.unet_config.head == "linear"
+    mixed = TrainingConfig(recipe="paper", loss="l2", lr=1e-3)
+    assert (mixed.loss, mixed.lr, mixed.head) == ("l2", 1e-3, "sigmoid")
+    with pytest.raises(ValueError, match=r"recipe must be one of \['paper', 'twin'\]"):
+        TrainingConfig(recipe="fancy")
+    with pytest.raises(ValueError, match="needs upsample='exact'"):
+        TrainingConfig(upsample="official")
+
+
+def test_twin_pairs_are_windows_of_whole_frame_twins_unclipped(frames):
+    config = _config(recipe="twin", policy="global", batch_size=8, lr=2e-3)
+    pairs = make_training_pairs(frames[:1], config)
+    x = torch.from_numpy(frames[0].astype(np.float32))
+    lo, hi = frame_scale(x[None], "background", THRESHOLDS)
+    whole_a, whole_b = make_twins_tensor(x)
+    index = 1 * 5 + 2  # window (row 1, col 2) of the 5x5 grid starts at (16, 32)
+    for got, whole in ((pairs.a, whole_a), (pairs.b, whole_b)):
+        expected = (whole[16:48, 32:64] - lo) / (hi - lo)
+        torch.testing.assert_close(got[index, 0], expected, atol=1e-5, rtol=1e-5)
+    # Unclipped: background noise below the floor keeps its (negative) value.
+    assert float(pairs.a.min()) < 0.0
+
+
+def test_l2_loss_targets_the_mean_and_l1_the_median():
+    # A "network" that outputs a constant c: the loss minimizer over c is the target's
+    # mean for L2 and its median for L1. Poisson(0.5) counts, a faint signal: mean 0.5,
+    # median 0 (L1 erases it).
+    rate = torch.full((1, 1, 64, 64), 0.5)
+    target = torch.poisson(rate, torch.Generator().manual_seed(0))
+    costs = {}
+    for kind in ("l1", "l2"):
+        values = torch.linspace(0.0, 2.0, 201)
+        losses = [
+            float(_sn2n_loss(lambda x, c=c: torch.full_like(x, c), target, target, 0.0, kind))
+            for c in values
+        ]
+        costs[kind] = float(values[int(np.argmin(losses))])
+    assert costs["l2"] == pytest.approx(float(target.mean()), abs=0.01)
+    assert costs["l1"] == pytest.approx(0.0, abs=0.01)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    assert _cosine_factor(0.0) == pytest.approx(0.1)
+    assert _cosine_factor(0.05) == pytest.approx(1.0)
+    assert _cosine_factor(0.5) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.45 / 0.95)))
+    assert _cosine_factor(1.0) == pytest.approx(0.0, abs=1e-12)
+    assert _cosine_factor(1.5) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_twin_training_records_its_recipe_and_cosine_resume_keeps_epochs(frames, tmp_path):
+    config = _config(recipe="twin", batch_size=8, lr=2e-3, epochs=2)
+    ckpt = tmp_path / "twin.ckpt"
+    package = train(frames, config, checkpoint_path=ckpt, progress=False)
+    assert (package.scale, package.inference, package.unet.head) == (
+        "background",
+        "twins",
+        "linear",
+    )
+    assert package.inference_tile is None  # global mode: whole frames
+    lrs = package.training["lr"]
+    assert lrs[-1] < lrs[0] or len(lrs) == 1
+    assert package.training["steps"] == 2 * package.training["steps_per_epoch"]
+    with pytest.raises(ValueError, match="epochs"):
+        train(frames, config.model_copy(update={"epochs": 4}), resume_from=ckpt, progress=False)

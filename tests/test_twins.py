@@ -189,3 +189,50 @@ def test_bad_inputs_raise_clear_errors():
         fourier_upsample(bad)
     with pytest.raises(ValueError, match="upsample must be one of"):
         make_twins(np.zeros((4, 4)), "bilinear")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- torch twins
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 16), (1, 32, 20), (3, 9, 13)])
+def test_torch_upsample_matches_numpy_exact_grid_without_clamp(shape):
+    import torch
+
+    from sn2n_live.method._twins import fourier_upsample_tensor
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 5.0, shape)  # negative values: nothing may be clamped
+    # The interpolant is linear and keeps constants, so an offset avoids numpy's clamp.
+    ref = fourier_upsample(x + 1000.0, "exact") - 1000.0
+    got = fourier_upsample_tensor(torch.from_numpy(x.astype(np.float32))).numpy()
+    assert got.shape == (shape[0], 2 * shape[1], 2 * shape[2])
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+    assert got.min() < 0  # negative ringing kept (the numpy version clamps it to 0)
+    np.testing.assert_allclose(np.maximum(got, 0), fourier_upsample(x, "exact"), atol=2e-4)
+
+
+def test_make_twins_tensor_keeps_a_smooth_scene_and_its_position():
+    import torch
+
+    from sn2n_live.method._twins import make_twins_tensor
+
+    y, x = np.mgrid[0:128, 0:128].astype(np.float64)
+    scene = _pattern(y, x)
+    a, b = make_twins_tensor(torch.from_numpy(scene.astype(np.float32)))
+    window = (slice(45, 76), slice(55, 86))
+    for twin in (a.numpy(), b.numpy()):
+        assert twin.shape == scene.shape
+        interior = (slice(8, -8), slice(8, -8))
+        assert np.abs(twin[interior] - scene[interior]).max() < 0.02 * scene.max()
+        np.testing.assert_allclose(
+            _centroid(twin - 100, window), _centroid(scene - 100, window), atol=0.05
+        )
+
+
+def test_torch_twins_reject_odd_frames():
+    import torch
+
+    from sn2n_live.method._twins import diagonal_twins_tensor
+
+    with pytest.raises(ValueError, match="even H and W"):
+        diagonal_twins_tensor(torch.zeros(5, 6))

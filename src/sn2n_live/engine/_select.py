@@ -243,14 +243,14 @@ def build_denoiser(
     engine : str
         ``"auto"`` or one of :data:`BACKENDS` (see :func:`select_engine`).
     tile : int, "package" or None
-        Tile side; ``"package"`` uses the training patch size, None runs whole frames
-        (global normalization only).
+        Tile side; ``"package"`` uses the package's ``inference_tile``, None runs whole
+        frames (global normalization only).
     batch_size : int
         Tiles per engine call.
     precision : {"fp32", "fp16", "bf16"}, optional
         Required precision; default the engine's own.
     """
-    tile_size = package.patch_size if tile == "package" else tile
+    tile_size = package.inference_tile if tile == "package" else tile
     shapes = InputShapes.for_tiles(tile_size, batch_size) if tile_size else None
     runner = select_engine(package, engine, precision=precision, tile_shapes=shapes)
     return Denoiser(package, tile=tile, batch_size=batch_size, runner=runner)

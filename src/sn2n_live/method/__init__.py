@@ -4,40 +4,57 @@ This package is pure computation: it never imports microscope, engine or GUI cod
 """
 
 from sn2n_live.method._denoiser import Denoiser, TileRunner, TorchRunner
+from sn2n_live.method._hallucination import Denoised, hallucination_risk, risk_fraction
 from sn2n_live.method._package import (
     FORMAT_VERSION,
+    InferenceMode,
     ModelPackage,
     ModelPackageError,
     load_package,
     save_package,
 )
+from sn2n_live.method._recipes import RECIPES, Recipe
 from sn2n_live.method._risk import (
     NormalizationPolicy,
     RiskClass,
     RiskMap,
     RiskThresholds,
+    ScaleKind,
     TileMode,
     analyze_risk,
     decide_dataset_mode,
     denormalize,
+    frame_scale,
     image_scale,
     normalize_tiles,
 )
 from sn2n_live.method._tiling import TilePlan, fit_tile, gaussian_window, plan_tiles
 from sn2n_live.method._training import TrainingConfig, TrainingPairs, make_training_pairs, train
-from sn2n_live.method._twins import UpsampleMode, diagonal_twins, fourier_upsample, make_twins
+from sn2n_live.method._twins import (
+    UpsampleMode,
+    diagonal_twins,
+    fourier_upsample,
+    fourier_upsample_tensor,
+    make_twins,
+    make_twins_tensor,
+)
 from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
 
 __all__ = [
     "FORMAT_VERSION",
     "PRESETS",
+    "RECIPES",
+    "Denoised",
     "Denoiser",
+    "InferenceMode",
     "ModelPackage",
     "ModelPackageError",
     "NormalizationPolicy",
+    "Recipe",
     "RiskClass",
     "RiskMap",
     "RiskThresholds",
+    "ScaleKind",
     "TileMode",
     "TilePlan",
     "TileRunner",
@@ -53,13 +70,18 @@ __all__ = [
     "diagonal_twins",
     "fit_tile",
     "fourier_upsample",
+    "fourier_upsample_tensor",
+    "frame_scale",
     "gaussian_window",
+    "hallucination_risk",
     "image_scale",
     "load_package",
     "make_training_pairs",
     "make_twins",
+    "make_twins_tensor",
     "normalize_tiles",
     "plan_tiles",
+    "risk_fraction",
     "save_package",
     "train",
 ]

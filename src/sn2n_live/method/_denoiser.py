@@ -2,7 +2,11 @@
 
 For a stack of frames the :class:`Denoiser`
 
-1. computes each frame's image-wise scale ``(lo, hi)`` (min, clip percentile);
+1. computes each frame's image-wise scale ``(lo, hi)`` (``frame_scale``: min or background
+   floor, clip percentile);
+   for a package trained with ``inference="twins"`` it then replaces every frame by its two
+   up-sampled diagonal twins (what the network was trained on), runs steps 2-6 on both and
+   averages the two results;
 2. cuts the reflect-padded frames into 50%-overlap tiles (all frames at once, unfold);
 3. normalizes every tile with the scale the package's mode assigns it (frame scale, tile
    min/max, or the per-patch risk rule);
@@ -23,19 +27,20 @@ torch, in eval mode, under ``torch.inference_mode``.
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sn2n_live.method._hallucination import Denoised, hallucination_risk, risk_fraction
 from sn2n_live.method._package import ModelPackage
 from sn2n_live.method._risk import (
     TileMode,
     background_floor,
     denormalize,
-    image_scale,
+    frame_scale,
     normalize_tiles,
 )
 from sn2n_live.method._tiling import (
@@ -46,6 +51,7 @@ from sn2n_live.method._tiling import (
     gaussian_window,
     plan_tiles,
 )
+from sn2n_live.method._twins import make_twins_tensor
 
 __all__ = ["Denoiser", "TileRunner", "TorchRunner"]
 
@@ -142,8 +148,9 @@ class Denoiser:
         The trained model and its normalization settings.
     tile : int, None or "package"
         Tile side (a multiple of ``2**depth``); ``"package"`` (default) uses the package's
-        training patch size; ``None`` runs whole frames in one pass, which is only allowed
-        in ``global`` mode. Frames smaller than the tile get the largest fitting
+        ``inference_tile`` (whole frames for a ``twins`` package in global mode, else the
+        training patch size); ``None`` runs whole frames in one pass, which is only
+        allowed in ``global`` mode. Frames smaller than the tile get the largest fitting
         ``2**depth * 2**k`` tile.
     batch_size : int
         Tiles per network call (tiles of several frames share a batch). In whole-frame mode
@@ -183,7 +190,7 @@ class Denoiser:
         self.mode: TileMode = package.resolved_mode
         self.multiple = package.unet.multiple
         if tile == "package":
-            tile = package.patch_size
+            tile = package.inference_tile
         if tile is None:
             if self.mode != "global":
                 raise ValueError(
@@ -232,18 +239,30 @@ class Denoiser:
 
     # -- public entry points ---------------------------------------------------------------
 
-    def denoise(self, frames: np.ndarray) -> np.ndarray:
+    @overload
+    def denoise(self, frames: np.ndarray, *, risk: Literal[False] = False) -> np.ndarray: ...
+
+    @overload
+    def denoise(self, frames: np.ndarray, *, risk: Literal[True]) -> Denoised: ...
+
+    def denoise(self, frames: np.ndarray, *, risk: bool = False) -> np.ndarray | Denoised:
         """Denoise frames given as a numpy array.
 
         Parameters
         ----------
         frames : numpy.ndarray
             ``(..., H, W)``, any integer or floating dtype, in camera units (ADU).
+        risk : bool
+            Also return the hallucination-risk map of every frame (see
+            :func:`hallucination_risk`). For a package with ``inference="twins"`` the map
+            comes from the two passes denoising already makes; for ``"frame"`` packages it
+            costs two extra passes (the twins).
 
         Returns
         -------
-        numpy.ndarray
-            float32 with the input's shape, in the same photometric units.
+        numpy.ndarray or Denoised
+            float32 with the input's shape, in the same photometric units; with ``risk``, a
+            :class:`Denoised` holding the image, the risk map and per-frame risk fractions.
 
         Raises
         ------
@@ -260,6 +279,15 @@ class Denoiser:
                 first = np.unravel_index(int(np.argmax(bad)), arr.shape)
                 self._raise_nonfinite(int(bad.sum()), first, arr.shape)
         stack = arr.reshape(-1, *arr.shape[-2:])
+        if risk:
+            x = torch.from_numpy(np.ascontiguousarray(stack, np.float32)).to(self.device)
+            lo, hi = frame_scale(x, self.package.scale, self.package.thresholds)
+            image, risk_map = self._run_twins(x, lo, hi, risk=True)
+            return Denoised(
+                image=image.cpu().numpy().reshape(arr.shape),
+                risk=risk_map.cpu().numpy().reshape(arr.shape),
+                risk_fraction=risk_fraction(risk_map).cpu().numpy().reshape(arr.shape[:-2]),
+            )
         if self.device.type == "cuda":
             return self._denoise_streamed(stack).reshape(arr.shape)
         x = torch.from_numpy(np.ascontiguousarray(stack, np.float32))
@@ -386,7 +414,47 @@ class Denoiser:
     @torch.no_grad()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """Denoise validated float32 ``(N, H, W)`` frames on the runner's device."""
-        lo, hi = image_scale(x, self.package.thresholds.clip_percentile)
+        lo, hi = frame_scale(x, self.package.scale, self.package.thresholds)
+        if self.package.inference == "twins":
+            return self._run_twins(x, lo, hi, risk=False)[0]
+        return self._run_frames(x, lo, hi)
+
+    def _run_twins(
+        self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, *, risk: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise both up-sampled twins of every frame with the frame's scale.
+
+        Returns the denoised frames (the twins' mean for ``inference="twins"``, the frame
+        itself denoised otherwise) and, with ``risk``, the hallucination-risk maps (an
+        empty tensor without).
+        """
+        n, height, width = x.shape
+        pad_h, pad_w = height % 2, width % 2
+        if pad_h or pad_w:
+            # Twins need even sides; the extra row/column is cropped off again below.
+            x = F.pad(x[:, None], (0, pad_w, 0, pad_h), mode="replicate")[:, 0]
+        # Twins and their spectra take several frame-sized buffers: bound frames per pass.
+        per_chunk = max(1, _CHUNK_TILE_PIXELS // (8 * x.shape[-2] * x.shape[-1]))
+        out = torch.empty_like(x)
+        risk_map = torch.empty_like(x) if risk else x.new_empty(0)
+        for i in range(0, n, per_chunk):
+            part = slice(i, i + per_chunk)
+            a, b = make_twins_tensor(x[part])
+            k = a.shape[0]
+            both = self._run_frames(torch.cat([a, b]), lo[part].repeat(2), hi[part].repeat(2))
+            out_a, out_b = both[:k], both[k:]
+            if self.package.inference == "twins":
+                out[part] = 0.5 * (out_a + out_b)
+            else:
+                out[part] = self._run_frames(x[part], lo[part], hi[part])
+            if risk:
+                risk_map[part] = hallucination_risk(out_a, out_b, a, b)
+        if risk:
+            risk_map = risk_map[:, :height, :width]
+        return out[:, :height, :width], risk_map
+
+    def _run_frames(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Denoise ``(N, H, W)`` network inputs scaled by their frames' ``(lo, hi)``."""
         if self.tile is None:
             return self._run_whole(x, lo, hi)
         height, width = x.shape[-2:]
@@ -423,6 +491,7 @@ class Denoiser:
             self.mode,
             thresholds,
             floor=floor,
+            clip=self.package.scale == "min_clip",
         )
         del tiles
         out = self._infer(normalized, self.batch_size)
@@ -436,7 +505,9 @@ class Denoiser:
         if pad_h or pad_w:
             # pad < multiple <= side, as reflect padding requires.
             x = F.pad(x[:, None], (0, pad_w, 0, pad_h), mode="reflect")[:, 0]
-        normalized, lo, hi = normalize_tiles(x, lo, hi, "global", self.package.thresholds)
+        normalized, lo, hi = normalize_tiles(
+            x, lo, hi, "global", self.package.thresholds, clip=self.package.scale == "min_clip"
+        )
         per_call = self._frames_per_call((height, width))
         out = denormalize(self._infer(normalized, per_call), lo, hi)
         return out[:, :height, :width]

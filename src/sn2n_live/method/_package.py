@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sn2n_live.method._risk import NormalizationPolicy, RiskThresholds, TileMode
+from sn2n_live.method._risk import NormalizationPolicy, RiskThresholds, ScaleKind, TileMode
 from sn2n_live.method._twins import UpsampleMode
 from sn2n_live.method._unet import UNet, UNetConfig
 
 __all__ = [
     "FORMAT_TAG",
     "FORMAT_VERSION",
+    "InferenceMode",
     "ModelPackage",
     "ModelPackageError",
     "load_package",
@@ -46,7 +47,11 @@ __all__ = [
 ]
 
 FORMAT_TAG = "sn2n-live-model"
-FORMAT_VERSION = 1
+# Version 2 adds the normalization scale and the inference input (frame or twins); a
+# version-1 package reads as the published method: "min_clip" and "frame".
+FORMAT_VERSION = 2
+# What the Denoiser feeds the network: the raw frame, or its two up-sampled twins averaged.
+InferenceMode = Literal["frame", "twins"]
 _MANIFEST = "manifest.json"
 _WEIGHTS = "weights.pt"
 # A fixed zip timestamp keeps the file bytes a function of the package's content.
@@ -71,11 +76,13 @@ class _Normalization(BaseModel):
     policy: NormalizationPolicy
     resolved_mode: TileMode
     thresholds: RiskThresholds
+    scale: ScaleKind = "min_clip"
 
 
 class _Twins(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     upsample: UpsampleMode
+    inference: InferenceMode = "frame"
 
 
 class _Manifest(BaseModel):
@@ -83,7 +90,7 @@ class _Manifest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     format: Literal["sn2n-live-model"]
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     unet: UNetConfig
     normalization: _Normalization
     twins: _Twins
@@ -158,6 +165,10 @@ class ModelPackage:
         Training patch size; the default inference tile.
     camera_offset_adu : float or None
         Camera offset of the training data, if known.
+    scale : {"min_clip", "background"}
+        Image-wise normalization scale (``frame_scale``); ``background`` is unclipped.
+    inference : {"frame", "twins"}
+        Inference input: the raw frame, or both up-sampled twins averaged.
     training : dict
         JSON-serializable training statistics (loss curve, epochs, timings, ...).
     provenance : dict
@@ -172,6 +183,8 @@ class ModelPackage:
     upsample: UpsampleMode
     patch_size: int
     camera_offset_adu: float | None = None
+    scale: ScaleKind = "min_clip"
+    inference: InferenceMode = "frame"
     training: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -199,6 +212,15 @@ class ModelPackage:
             raise ValueError(
                 f"ModelPackage.upsample {self.upsample!r} is not one of {get_args(UpsampleMode)}."
             )
+        if self.scale not in get_args(ScaleKind):
+            raise ValueError(
+                f"ModelPackage.scale {self.scale!r} is not one of {get_args(ScaleKind)}."
+            )
+        if self.inference not in get_args(InferenceMode):
+            raise ValueError(
+                f"ModelPackage.inference {self.inference!r} is not one of "
+                f"{get_args(InferenceMode)}."
+            )
         multiple = self.unet.multiple
         if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int):
             raise ValueError(f"ModelPackage.patch_size must be an int; got {self.patch_size!r}.")
@@ -212,6 +234,19 @@ class ModelPackage:
                 f"ModelPackage.camera_offset_adu must be finite or None; got "
                 f"{self.camera_offset_adu!r}."
             )
+
+    @property
+    def inference_tile(self) -> int | None:
+        """Default inference tile: whole frames (None) or ``patch_size`` tiles.
+
+        A ``twins`` package in ``global`` mode runs whole frames: every tile would use the
+        frame's scale anyway, so tiling would only cost compute (50 % overlap: about 4.5x
+        the pixels of a 512^2 frame) and add seams. Patch-wise modes and the published
+        (``frame``) method keep the Gaussian-blended overlap tiles of Adaptive-SN2N.
+        """
+        if self.inference == "twins" and self.resolved_mode == "global":
+            return None
+        return self.patch_size
 
     @property
     def sha256(self) -> str:
@@ -296,8 +331,9 @@ def _manifest_bytes(package: ModelPackage) -> bytes:
             policy=package.policy,
             resolved_mode=package.resolved_mode,
             thresholds=package.thresholds,
+            scale=package.scale,
         ),
-        twins=_Twins(upsample=package.upsample),
+        twins=_Twins(upsample=package.upsample, inference=package.inference),
         training=package.training,
         camera_offset_adu=package.camera_offset_adu,
         default_tile=package.patch_size,
@@ -490,6 +526,8 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
             upsample=manifest.twins.upsample,
             patch_size=manifest.default_tile,
             camera_offset_adu=manifest.camera_offset_adu,
+            scale=norm.scale,
+            inference=manifest.twins.inference,
             training=manifest.training,
             provenance=manifest.provenance,
         )

@@ -34,6 +34,7 @@ __all__ = [
     "classify_risk",
     "decide_dataset_mode",
     "denormalize",
+    "frame_scale",
     "image_scale",
     "normalize_tiles",
     "patch_statistics",
@@ -41,6 +42,11 @@ __all__ = [
 
 NormalizationPolicy = Literal["dataset", "per_patch", "global", "local"]
 TileMode = Literal["global", "local", "per_patch"]
+# How a frame's image-wise scale is set: "min_clip" (official: frame minimum to the clip
+# percentile, values clipped into [0, 1]) or "background" (background floor to the clip
+# percentile, unclipped, so noise below the background and signal above the percentile
+# keep their values and no bias comes from cutting them off).
+ScaleKind = Literal["min_clip", "background"]
 
 # A patch whose std is at or below this is treated as flat: its skewness is undefined and
 # reported as 0 (the official aSN2N rule).
@@ -105,8 +111,10 @@ class RiskClass(IntEnum):
     SPARSE = 2  # R2: a few bright objects on a dark background
 
 
-def _unit_scale(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Return ``clip((x - lo) / (hi - lo), 0, 1)``, and 0 wherever ``hi <= lo``.
+def _unit_scale(
+    x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, clip: bool = True
+) -> torch.Tensor:
+    """Return ``(x - lo) / (hi - lo)`` (clipped to [0, 1] if ``clip``), 0 wherever ``hi <= lo``.
 
     ``lo``/``hi`` must already broadcast against ``x``.  A flat range keeps ``hi == lo`` (so
     that ``denormalize`` reproduces it exactly) and maps to 0 instead of NaN.
@@ -114,7 +122,8 @@ def _unit_scale(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Te
     span = hi - lo
     valid = span > 0
     y = (x - lo) / torch.where(valid, span, torch.ones_like(span))
-    return torch.where(valid, y, torch.zeros_like(y)).clamp_(0.0, 1.0)
+    y = torch.where(valid, y, torch.zeros_like(y))
+    return y.clamp_(0.0, 1.0) if clip else y
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +176,39 @@ def image_scale(
     lo = flat.amin(dim=1)
     hi = torch.where(hi > lo, hi, flat.amax(dim=1))
     return lo, hi
+
+
+def frame_scale(
+    frames: torch.Tensor, kind: ScaleKind, thresholds: RiskThresholds
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image-wise normalization scale ``(lo, hi)`` of each frame.
+
+    Parameters
+    ----------
+    frames
+        ``(N, H, W)`` raw frames.
+    kind
+        ``"min_clip"``: :func:`image_scale` (minimum, clip percentile). ``"background"``:
+        ``lo`` is the background floor (:func:`background_floor`, the darkest analysis
+        patch's mean), ``hi`` the clip percentile (the maximum where the percentile does
+        not rise above the floor). The frame minimum sits several noise sigmas below the
+        background, and moves with the noise; the floor is where the background really is.
+    thresholds
+        Supplies ``clip_percentile`` and the analysis ``patch_size``.
+
+    Returns
+    -------
+    lo, hi
+        ``(N,)`` float32 on the frames' device.
+    """
+    lo, hi = image_scale(frames, thresholds.clip_percentile)
+    if kind == "min_clip":
+        return lo, hi
+    if kind != "background":
+        raise ValueError(f"frame_scale: kind must be 'min_clip' or 'background', got {kind!r}")
+    floor = background_floor(frames, thresholds.patch_size)
+    top = frames.reshape(frames.shape[0], -1).amax(dim=1).to(torch.float32)
+    return floor, torch.where(hi > floor, hi, torch.maximum(top, floor))
 
 
 def patch_statistics(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -459,6 +501,7 @@ def normalize_tiles(
     thresholds: RiskThresholds,
     high_risk: torch.Tensor | None = None,
     floor: torch.Tensor | None = None,
+    clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normalize tiles to ``[0, 1]`` with the scale the policy assigns to each tile.
 
@@ -481,13 +524,17 @@ def normalize_tiles(
     floor
         Optional ``(N,)`` background floor of each tile's frame, for the noise-aware
         classification in ``per_patch`` (see :func:`risk_statistics`).
+    clip
+        Clip the normalized values to ``[0, 1]`` (official); ``False`` keeps values outside
+        the scale (``frame_scale(kind="background")``), for networks with a linear head.
 
     Returns
     -------
     normalized, lo, hi
-        ``normalized`` is ``(N, P, P)`` float32 clipped to ``[0, 1]``; ``lo``/``hi`` are the
-        ``(N,)`` float32 scale actually used, so ``raw ≈ denormalize(normalized, lo, hi)``
-        for values inside ``[lo, hi]``.  A flat tile has ``hi == lo`` and maps to 0.
+        ``normalized`` is ``(N, P, P)`` float32 (clipped to ``[0, 1]`` if ``clip``);
+        ``lo``/``hi`` are the ``(N,)`` float32 scale actually used, so
+        ``raw ≈ denormalize(normalized, lo, hi)`` for values inside ``[lo, hi]``.  A flat
+        tile has ``hi == lo`` and maps to 0.
     """
     if tiles.ndim != 3:
         raise ValueError(
@@ -532,7 +579,7 @@ def normalize_tiles(
                 high = high_risk.to(x.device)
             lo = torch.where(high, f_lo, t_lo)
             hi = torch.where(high, f_hi, t_hi)
-    return _unit_scale(x, lo[:, None, None], hi[:, None, None]), lo, hi
+    return _unit_scale(x, lo[:, None, None], hi[:, None, None], clip), lo, hi
 
 
 def denormalize(y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

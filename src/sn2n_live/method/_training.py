@@ -32,21 +32,23 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 import sn2n_live
-from sn2n_live.method._package import ModelPackage
+from sn2n_live.method._package import InferenceMode, ModelPackage
+from sn2n_live.method._recipes import RECIPES, Recipe
 from sn2n_live.method._risk import (
     NormalizationPolicy,
     RiskClass,
     RiskThresholds,
+    ScaleKind,
     TileMode,
     analyze_risk,
     background_floor,
     classify_risk,
     decide_dataset_mode,
-    image_scale,
+    frame_scale,
     normalize_tiles,
     risk_statistics,
 )
-from sn2n_live.method._twins import UpsampleMode, make_twins
+from sn2n_live.method._twins import UpsampleMode, make_twins, make_twins_tensor
 from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
 
 __all__ = [
@@ -62,12 +64,22 @@ __all__ = [
 ]
 
 StopReason = Literal["epochs", "early_stopping", "time_budget"]
+LossKind = Literal["l1", "l2"]
+Schedule = Literal["plateau", "cosine"]
+Autocast = Literal["off", "bf16", "auto"]
+# Fraction of the run spent warming the cosine schedule's learning rate up from a tenth.
+_WARMUP_FRACTION = 0.05
 
 _CHECKPOINT_FORMAT = "sn2n-live-checkpoint"
 _CHECKPOINT_VERSION = 1
 # Settings that may change between a checkpoint and its resumption: they only bound the
-# run or choose the hardware, so the remaining trajectory is unchanged by them.
+# run or choose the hardware, so the remaining trajectory is unchanged by them. A cosine
+# schedule spans the run's epochs, so there `epochs` shapes the trajectory and must stay.
 _RESUMABLE_FIELDS = frozenset({"epochs", "max_minutes", "device"})
+
+
+def _resumable_fields(config: TrainingConfig) -> frozenset[str]:
+    return _RESUMABLE_FIELDS - {"epochs"} if config.schedule == "cosine" else _RESUMABLE_FIELDS
 
 
 class TrainingConfig(BaseModel):
@@ -75,11 +87,37 @@ class TrainingConfig(BaseModel):
 
     Parameters
     ----------
+    recipe : Recipe
+        Named defaults for ``upsample``, ``head``, ``loss``, ``scale``, ``inference``,
+        ``lr``, ``betas``, ``batch_size`` and ``schedule`` (see ``RECIPES``): ``"twin"``
+        (default, sn2n-live's measured best) or ``"paper"`` (the published method). Any of
+        those fields given explicitly overrides the recipe.
     preset : str
         Name of a U-Net in ``PRESETS`` (``"paper"``: the published 17.26 M network,
         ``"lite"``: a small one). Ignored when ``unet`` is given.
     unet : UNetConfig or None
-        Explicit network configuration, overriding ``preset``.
+        Explicit network configuration, overriding ``preset`` (its ``head`` is replaced by
+        this config's ``head``).
+    head : {"sigmoid", "linear"}
+        Output activation of the U-Net.
+    loss : {"l1", "l2"}
+        Distance in the self-constrained loss: L1 (SN2N; its minimizer is the median) or
+        L2 (the mean, unbiased for Poisson counts).
+    scale : {"min_clip", "background"}
+        Image-wise normalization scale (see ``frame_scale``); ``background`` is unclipped.
+    inference : {"frame", "twins"}
+        What inference feeds the network: the raw frame (paper) or both up-sampled twins
+        of it, averaged (``twins``; training then builds twins from whole frames, exactly
+        as inference does). ``twins`` needs ``upsample="exact"``.
+    autocast : {"off", "bf16", "auto"}
+        Mixed precision of the training steps: ``"bf16"`` autocast (about 1.8x the steps per
+        second of float32 on a CPU with bf16 instructions), ``"off"``, or ``"auto"``: bf16
+        where the device computes it natively (CUDA with bf16, CPUs with AVX-512-bf16 or
+        AMX), else off. The loss, validation and the saved weights stay float32.
+    schedule : {"plateau", "cosine"}
+        Learning rate: halve on a validation plateau (``plateau``), or warm up over the
+        first 5 % of the run and decay along a cosine to 0 at its end (``cosine``; the end
+        is ``epochs`` or, when sooner, the time budget).
     policy : {"dataset", "per_patch", "global", "local"}
         Normalization policy (method.md §3.6). ``dataset`` is the official aSN2N rule.
     thresholds : RiskThresholds
@@ -116,22 +154,43 @@ class TrainingConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    recipe: Recipe = Recipe.TWIN
     preset: str = "paper"
     unet: UNetConfig | None = None
+    head: Literal["sigmoid", "linear"]
+    loss: LossKind
+    scale: ScaleKind
+    inference: InferenceMode
+    schedule: Schedule
+    autocast: Autocast
     policy: NormalizationPolicy = "dataset"
     thresholds: RiskThresholds = Field(default_factory=RiskThresholds)
-    upsample: UpsampleMode = "official"
+    upsample: UpsampleMode
     patch: int = 64
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(ge=1)
     epochs: int = Field(100, ge=1)
     max_minutes: float | None = Field(None, gt=0)
-    lr: float = Field(2e-4, gt=0)
-    betas: tuple[float, float] = (0.5, 0.999)
+    lr: float = Field(gt=0)
+    betas: tuple[float, float]
     consistency_weight: float = Field(1.0, ge=0)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     patience: int = Field(10, ge=1)
     device: str = "auto"
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        name = data.get("recipe", Recipe.TWIN)
+        try:
+            recipe = Recipe(name)
+        except ValueError:
+            raise ValueError(
+                f"recipe must be one of {[r.value for r in Recipe]}, got {name!r}"
+            ) from None
+        return {**RECIPES[recipe], **data, "recipe": recipe}
 
     @field_validator("betas")
     @classmethod
@@ -160,6 +219,11 @@ class TrainingConfig(BaseModel):
                 f"preset {self.preset!r} is not a known U-Net preset; choose one of "
                 f"{sorted(PRESETS)} or pass an explicit `unet` configuration"
             )
+        if self.inference == "twins" and self.upsample != "exact":
+            raise ValueError(
+                f"inference='twins' needs upsample='exact' (the twins are up-sampled on the "
+                f"exact 2x grid at inference), got upsample={self.upsample!r}"
+            )
         p = self.patch
         if p < 16 or p & (p - 1):
             raise ValueError(f"patch must be a power of two >= 16 (e.g. 64), got {p}")
@@ -175,8 +239,9 @@ class TrainingConfig(BaseModel):
 
     @property
     def unet_config(self) -> UNetConfig:
-        """The U-Net this run trains: ``unet`` if given, else ``PRESETS[preset]``."""
-        return self.unet if self.unet is not None else PRESETS[self.preset]
+        """The U-Net this run trains: ``unet`` if given, else ``PRESETS[preset]``, with ``head``."""
+        base = self.unet if self.unet is not None else PRESETS[self.preset]
+        return base.model_copy(update={"head": self.head})
 
     @property
     def input_size(self) -> int:
@@ -243,6 +308,18 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def _autocast_dtype(setting: Autocast, device: torch.device) -> torch.dtype | None:
+    """Return the autocast dtype of the training steps on ``device``, or None (float32)."""
+    if setting == "off":
+        return None
+    native = (
+        torch.cuda.is_bf16_supported()
+        if device.type == "cuda"
+        else device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+    return torch.bfloat16 if setting == "bf16" or native else None
+
+
 def data_sha256(frames: np.ndarray) -> str:
     """SHA-256 of an array's bytes, shape and dtype (identifies the training data).
 
@@ -299,7 +376,7 @@ def _frame_twins(
     """Twin pairs ``(L, S, S)`` of every window of one frame, plus the window risk mask."""
     th = config.thresholds
     x = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))
-    lo, hi = image_scale(x[None], th.clip_percentile)
+    lo, hi = frame_scale(x[None], config.scale, th)
     p = config.patch
     windows = x.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
     n = windows.shape[0]
@@ -307,15 +384,27 @@ def _frame_twins(
     floor = background_floor(x[None], th.patch_size).expand(n) if th.noise_aware else None
     stats = risk_statistics(windows, frame_lo, frame_hi, th, floor)
     high_risk = classify_risk(*stats, th) != int(RiskClass.LOW)
-    # The official twins are built on the frame shifted to start at 0 (its [0, 255] scale),
-    # so the up-sampler's clamp of negative ringing cuts at the frame minimum.
-    shifted = (windows - lo).numpy()
-    twin_a, twin_b = make_twins(shifted, config.upsample)
-    span = (hi - lo).expand(n)
-    zero = torch.zeros_like(span)
+    if config.inference == "twins":
+        # Twins of the whole (even-cropped) frame, windowed afterwards: inference builds
+        # them the same way, so the network sees one distribution in training and use.
+        even = x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2]
+        whole_a, whole_b = make_twins_tensor(even)
+        twin_a = whole_a.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
+        twin_b = whole_b.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
+        # (Cropping an odd side by one pixel keeps the window count: P and P/2 are even.)
+        scale_lo, scale_hi = frame_lo, frame_hi
+    else:
+        # The official twins are built on the frame shifted to start at 0 (its [0, 255]
+        # scale), so the up-sampler's clamp of negative ringing cuts at the frame minimum.
+        shifted = (windows - lo).numpy()
+        np_a, np_b = make_twins(shifted, config.upsample)
+        twin_a, twin_b = torch.from_numpy(np_a), torch.from_numpy(np_b)
+        scale_hi = (hi - lo).expand(n)
+        scale_lo = torch.zeros_like(scale_hi)
+    clip = config.scale == "min_clip"
     mask = high_risk if mode == "per_patch" else None
-    a, _, _ = normalize_tiles(torch.from_numpy(twin_a), zero, span, mode, th, high_risk=mask)
-    b, _, _ = normalize_tiles(torch.from_numpy(twin_b), zero, span, mode, th, high_risk=mask)
+    a, _, _ = normalize_tiles(twin_a, scale_lo, scale_hi, mode, th, high_risk=mask, clip=clip)
+    b, _, _ = normalize_tiles(twin_b, scale_lo, scale_hi, mode, th, high_risk=mask, clip=clip)
     return a, b, high_risk
 
 
@@ -437,15 +526,40 @@ def random_dihedral(
     )
 
 
-def _sn2n_loss(model: UNet, a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
-    """Self-constrained loss ``(|f(A)-B| + |f(B)-A| + λ|f(A)-f(B)|) / (2 + λ)`` (MAE)."""
+def _sn2n_loss(
+    model: UNet,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    weight: float,
+    kind: LossKind,
+    autocast: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Self-constrained loss ``(d(f(A), B) + d(f(B), A) + λ d(f(A), f(B))) / (2 + λ)``.
+
+    ``d`` is the mean absolute (``l1``) or mean squared (``l2``) difference, computed in
+    float32 even when the network runs under ``autocast``.
+    """
     # One forward pass for both twins: half the kernel launches, and BatchNorm sees the pair.
-    out = model(torch.cat([a, b]))
+    with torch.autocast(a.device.type, dtype=autocast or torch.float32, enabled=bool(autocast)):
+        out = model(torch.cat([a, b])).float()
     fa, fb = out[: a.shape[0]], out[a.shape[0] :]
-    loss = (fa - b).abs().mean() + (fb - a).abs().mean()
+
+    def distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        diff = x - y
+        return diff.abs().mean() if kind == "l1" else diff.square().mean()
+
+    loss = distance(fa, b) + distance(fb, a)
     if weight:
-        loss = loss + weight * (fa - fb).abs().mean()
+        loss = loss + weight * distance(fa, fb)
     return loss / (2.0 + weight)
+
+
+def _cosine_factor(progress: float) -> float:
+    """Learning-rate factor at ``progress`` in [0, 1] of a run: warm-up, then cosine to 0."""
+    if progress < _WARMUP_FRACTION:
+        return 0.1 + 0.9 * progress / _WARMUP_FRACTION
+    done = (min(progress, 1.0) - _WARMUP_FRACTION) / (1.0 - _WARMUP_FRACTION)
+    return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 @torch.no_grad()
@@ -454,6 +568,7 @@ def _validation_loss(
     a: torch.Tensor,
     b: torch.Tensor,
     weight: float,
+    kind: LossKind,
     batch_size: int,
     device: torch.device,
 ) -> float:
@@ -463,7 +578,7 @@ def _validation_loss(
     for start in range(0, a.shape[0], batch_size):
         xa = a[start : start + batch_size].to(device)
         xb = b[start : start + batch_size].to(device)
-        total += float(_sn2n_loss(model, xa, xb, weight)) * xa.shape[0]
+        total += float(_sn2n_loss(model, xa, xb, weight, kind)) * xa.shape[0]
     return total / a.shape[0]
 
 
@@ -482,7 +597,7 @@ def _split(
 
 
 def _fingerprint(data_hash: str, config: TrainingConfig) -> dict[str, str]:
-    settings = config.model_dump(mode="json", exclude=set(_RESUMABLE_FIELDS))
+    settings = config.model_dump(mode="json", exclude=set(_resumable_fields(config)))
     return {"data_sha256": data_hash, "config": json.dumps(settings, sort_keys=True)}
 
 
@@ -503,6 +618,7 @@ class _RunState:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    steps: int = 0  # optimizer steps taken, including those of a budget-cut last epoch
 
 
 def _save_checkpoint(
@@ -530,6 +646,7 @@ def _save_checkpoint(
         "best_epoch": run.best_epoch,
         "since_best": run.since_best,
         "seconds": run.seconds,
+        "steps": run.steps,
         "history": {"train_loss": run.train_loss, "val_loss": run.val_loss, "lr": run.lr},
         "rng": {
             "torch": torch.get_rng_state(),
@@ -549,7 +666,9 @@ def _save_checkpoint(
         tmp.unlink(missing_ok=True)
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
+def _load_checkpoint(
+    path: Path, fingerprint: dict[str, str], resumable: frozenset[str]
+) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"resume_from: checkpoint {path} does not exist")
@@ -579,7 +698,7 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         raise ValueError(
             f"resume_from: {path} was written with different training settings "
-            f"({', '.join(changed)}); only {sorted(_RESUMABLE_FIELDS)} may change on resume. "
+            f"({', '.join(changed)}); only {sorted(resumable)} may change on resume. "
             "Use the original settings or start a fresh run"
         )
     return payload
@@ -618,7 +737,8 @@ def train(
         Network, data generation and optimization settings.
     resume_from : Path or None
         Checkpoint written by an earlier call with the same frames and settings (only
-        ``epochs``, ``max_minutes`` and ``device`` may differ); training continues from its
+        ``epochs`` (not with the cosine schedule, which spans them), ``max_minutes`` and
+        ``device`` may differ); training continues from its
         last completed epoch and ends with the same weights as an uninterrupted run.
     checkpoint_path : Path or None
         Where to write a checkpoint (atomically) at the end of every completed epoch. An
@@ -664,7 +784,7 @@ def train(
     run = _RunState()
 
     if resume_from is not None:
-        saved = _load_checkpoint(Path(resume_from), fingerprint)
+        saved = _load_checkpoint(Path(resume_from), fingerprint, _resumable_fields(config))
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -676,6 +796,7 @@ def train(
             best_epoch=saved["best_epoch"],
             since_best=saved["since_best"],
             seconds=saved["seconds"],
+            steps=saved["steps"],
             train_loss=list(history["train_loss"]),
             val_loss=list(history["val_loss"]),
             lr=list(history["lr"]),
@@ -689,14 +810,17 @@ def train(
         rng.bit_generator.state = saved["rng"]["numpy"]
 
     weight = config.consistency_weight
+    step_dtype = _autocast_dtype(config.autocast, device)
     steps_per_epoch = max(1, n_train // config.batch_size)
-    deadline = None if config.max_minutes is None else started + 60.0 * config.max_minutes
+    total_steps = config.epochs * steps_per_epoch
+    budget_s = None if config.max_minutes is None else 60.0 * config.max_minutes
+    deadline = None if budget_s is None else started + budget_s
     prior_seconds = run.seconds
     stopped: StopReason = "epochs"
     with _progress_bar(progress) as bar:
         task = bar.add_task(
             "train",
-            total=config.epochs * steps_per_epoch,
+            total=total_steps,
             completed=min(run.epoch, config.epochs) * steps_per_epoch,
             epoch=f"{run.epoch}/{config.epochs}",
             step="-",
@@ -713,13 +837,20 @@ def train(
             steps = 0
             timed_out = False
             for idx in batches:
+                if config.schedule == "cosine":
+                    done = (run.epoch * steps_per_epoch + steps) / total_steps
+                    if deadline is not None:
+                        done = max(done, (time.monotonic() - started) / budget_s)
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.lr * _cosine_factor(done)
                 a, b = random_dihedral(train_a[idx].to(device), train_b[idx].to(device), generator)
-                loss = _sn2n_loss(model, a, b, weight)
+                loss = _sn2n_loss(model, a, b, weight, config.loss, step_dtype)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.detach()
                 steps += 1
+                run.steps += 1
                 if progress:  # reading the loss syncs the GPU: only when it is shown
                     bar.update(
                         task,
@@ -731,11 +862,14 @@ def train(
                 if deadline is not None and time.monotonic() > deadline:
                     timed_out = True
                     break
-            val = _validation_loss(model, val_a, val_b, weight, config.batch_size, device)
+            val = _validation_loss(
+                model, val_a, val_b, weight, config.loss, config.batch_size, device
+            )
             run.train_loss.append(float(loss_sum) / steps)
             run.val_loss.append(val)
             run.lr.append(float(optimizer.param_groups[0]["lr"]))
-            scheduler.step(val)
+            if config.schedule == "plateau":
+                scheduler.step(val)
             if val < run.best_val:
                 run.best_val, run.best_epoch, run.since_best = val, run.epoch + 1, 0
                 run.best_state = _cpu_state(model)
@@ -799,6 +933,7 @@ def _build_package(
         "steps_per_epoch": steps_per_epoch,
         "epochs_run": len(run.val_loss),
         "epochs_completed": run.epoch,
+        "steps": run.steps,
         "best_epoch": run.best_epoch,
         "best_val_loss": run.best_val,
         "stopped_reason": stopped,
@@ -821,6 +956,7 @@ def _build_package(
         },
         "created": datetime.now(UTC).isoformat(),
         "device": str(device),
+        "autocast": str(_autocast_dtype(config.autocast, device) or "off"),
     }
     return ModelPackage(
         unet=config.unet_config,
@@ -831,6 +967,8 @@ def _build_package(
         upsample=config.upsample,
         patch_size=config.patch,
         camera_offset_adu=camera_offset_adu,
+        scale=config.scale,
+        inference=config.inference,
         training=training,
         provenance=provenance,
     )

@@ -11,11 +11,21 @@ from its source.
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import numpy as np
+import torch
 
-__all__ = ["UpsampleMode", "diagonal_twins", "fourier_upsample", "make_twins"]
+__all__ = [
+    "UpsampleMode",
+    "diagonal_twins",
+    "diagonal_twins_tensor",
+    "fourier_upsample",
+    "fourier_upsample_tensor",
+    "make_twins",
+    "make_twins_tensor",
+]
 
 UpsampleMode = Literal["official", "exact", "none"]
 
@@ -179,3 +189,94 @@ def make_twins(
     if upsample == "none":
         return a, b
     return fourier_upsample(a, upsample), fourier_upsample(b, upsample)
+
+
+def diagonal_twins_tensor(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch version of :func:`diagonal_twins` for ``(..., H, W)`` float tensors (H, W even).
+
+    Parameters
+    ----------
+    frames
+        ``(..., H, W)`` float tensor with even ``H`` and ``W``, on any device.
+
+    Returns
+    -------
+    a, b
+        ``(..., H // 2, W // 2)`` main- and anti-diagonal means, on the same device.
+    """
+    h, w = frames.shape[-2:]
+    if h % 2 or w % 2 or h < 2 or w < 2:
+        raise ValueError(
+            f"diagonal_twins_tensor: frames must have even H and W >= 2, got {h}x{w}; "
+            "reflect-pad an odd side by one pixel first"
+        )
+    a = 0.5 * (frames[..., 0::2, 0::2] + frames[..., 1::2, 1::2])
+    b = 0.5 * (frames[..., 0::2, 1::2] + frames[..., 1::2, 0::2])
+    return a, b
+
+
+def _upsample_last_axis_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Exact band-limited 2x up-sampling of the last axis (the ``exact`` grid), in torch."""
+    m = x.shape[-1]
+    pad = m // 2
+    # "symmetric" mirror padding (the edge sample repeats), as the numpy version.
+    padded = torch.cat([x[..., :pad].flip(-1), x, x[..., m - pad :].flip(-1)], dim=-1)
+    n = m + 2 * pad
+    spectrum = torch.fft.rfft(padded, dim=-1)
+    grown = torch.zeros((*x.shape[:-1], n + 1), dtype=spectrum.dtype, device=x.device)
+    half = n // 2
+    grown[..., :half] = spectrum[..., :half]
+    # An even length's Nyquist bin is shared by +N/2 and -N/2: halve it (irfft mirrors it).
+    grown[..., half] = spectrum[..., half] * (0.5 if n % 2 == 0 else 1.0)
+    # Quarter-twin-pixel shift: output j samples the twin at (j - 0.5) / 2 (see numpy code).
+    freqs = torch.arange(n + 1, device=x.device, dtype=torch.float32)
+    grown = grown * torch.polar(torch.ones_like(freqs), -0.5 * math.pi * freqs / n)
+    out = torch.fft.irfft(grown, n=2 * n, dim=-1) * 2.0
+    return out[..., 2 * pad : 2 * pad + 2 * m]
+
+
+def fourier_upsample_tensor(twins: torch.Tensor) -> torch.Tensor:
+    """Exact 2x Fourier up-sampling of ``(..., m, n)`` twins, in torch, without clamping.
+
+    The same interpolant as ``fourier_upsample(mode="exact")`` (mirror padding, zero-padded
+    spectrum, quarter-pixel shift) but negative ringing is kept: clamping it at 0 would bias
+    background-subtracted data upwards.
+
+    Parameters
+    ----------
+    twins
+        ``(..., m, n)`` float32 tensor, ``m, n >= 2``, on any device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(..., 2m, 2n)`` float32 on the same device.
+    """
+    if twins.shape[-1] < 2 or twins.shape[-2] < 2:
+        raise ValueError(
+            f"fourier_upsample_tensor: twins must be at least 2x2, got {tuple(twins.shape)}"
+        )
+    x = twins.to(torch.float32)
+    rows = _upsample_last_axis_tensor(x)
+    return _upsample_last_axis_tensor(rows.transpose(-1, -2)).transpose(-1, -2).contiguous()
+
+
+def make_twins_tensor(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-size twins of whole frames: diagonal split, then exact Fourier up-sampling.
+
+    This is what the ``twin`` recipe trains on and what its inference feeds the network,
+    so both see the same band-limited, half-variance noise.
+
+    Parameters
+    ----------
+    frames
+        ``(..., H, W)`` float tensor with even ``H`` and ``W``.
+
+    Returns
+    -------
+    a, b
+        ``(..., H, W)`` float32 up-sampled twins.
+    """
+    a, b = diagonal_twins_tensor(frames)
+    both = fourier_upsample_tensor(torch.stack([a, b]))
+    return both[0], both[1]

@@ -4,7 +4,9 @@ Layout (method.md §2.1): an encoder of ``[conv3x3-BN-LeakyReLU] x 2`` blocks se
 2x2 max-pools with channels ``base * (1, 2, 4, ..., 2**(depth-1))``; a bottleneck that keeps
 the deepest encoder width (the bilinear variant halves what would be ``2 * deepest``); a
 decoder that up-samples bilinearly (``align_corners=True``), concatenates the skip and runs
-a double conv whose middle width is half its input; a 1x1 conv and a sigmoid.
+a double conv whose middle width is half its input; a 1x1 conv and a sigmoid (``head="sigmoid"``,
+the published network) or nothing (``head="linear"``: an unbounded output that can reach
+values above the training range and carries no squeeze near 0 or 1).
 
 ``forward`` contains no data-dependent control flow and no padding, so the module exports
 to ONNX/TensorRT as a static graph. Callers make H and W multiples of :attr:`UNet.multiple`
@@ -14,6 +16,7 @@ and use :func:`check_input_shape` to report a bad shape clearly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +37,9 @@ class UNetConfig(BaseModel):
         Width of the first encoder block (>= 4); level ``i`` has ``base * 2**i`` channels.
     leaky_slope : float
         Negative slope of the LeakyReLU activations (SN2N uses 0.02).
+    head : {"sigmoid", "linear"}
+        Output activation: ``"sigmoid"`` (SN2N, output in (0, 1)) or ``"linear"`` (no
+        activation; used with unclipped normalization, see the ``twin`` recipe).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,6 +47,7 @@ class UNetConfig(BaseModel):
     depth: int = Field(default=4, ge=1, le=6)
     base_channels: int = Field(default=64, ge=4)
     leaky_slope: float = Field(default=0.02, ge=0.0, lt=1.0)
+    head: Literal["sigmoid", "linear"] = "sigmoid"
 
     @property
     def multiple(self) -> int:
@@ -153,6 +160,7 @@ class UNet(nn.Module):
             _Up(2 * widths[i], widths[max(i - 1, 0)], slope) for i in reversed(range(config.depth))
         )
         self.outc = nn.Conv2d(widths[0], 1, kernel_size=1)
+        self.sigmoid_head = config.head == "sigmoid"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Denoise a batch.
@@ -160,13 +168,13 @@ class UNet(nn.Module):
         Parameters
         ----------
         x : torch.Tensor
-            ``(N, 1, H, W)`` float32, normalized to [0, 1]; H and W multiples of
-            :attr:`multiple` (see :func:`check_input_shape`).
+            ``(N, 1, H, W)`` float32, normalized (to [0, 1] for the sigmoid head); H and W
+            multiples of :attr:`multiple` (see :func:`check_input_shape`).
 
         Returns
         -------
         torch.Tensor
-            ``(N, 1, H, W)`` in [0, 1].
+            ``(N, 1, H, W)``, in (0, 1) for the sigmoid head.
         """
         skips = [self.inc(x)]
         for down in self.downs:
@@ -174,4 +182,5 @@ class UNet(nn.Module):
         y = skips.pop()
         for up in self.ups:
             y = up(y, skips.pop())
-        return torch.sigmoid(self.outc(y))
+        y = self.outc(y)
+        return torch.sigmoid(y) if self.sigmoid_head else y
