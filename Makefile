@@ -32,8 +32,8 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# Fidelity against the peers: benchmarks/peers.py (`make bench-install peers`).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/fidelity.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/engine_throughput.py --quick
 

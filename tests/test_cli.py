@@ -53,6 +53,7 @@ def model_file(pilot_file):
 def test_train_writes_a_package_with_provenance(model_file):
     package = load_package(model_file)
     assert package.policy == "per_patch"
+    assert (package.inference, package.unet.head) == ("twins", "linear")  # twin recipe
     assert package.patch_size == 32
     assert package.training["epochs_run"] == 2
     assert package.provenance["seed"] == 1
@@ -98,6 +99,36 @@ def test_denoise_keeps_shape_axes_and_records_provenance(
     prov = read_provenance(out)
     assert prov["model_sha256"] == load_package(model_file).sha256
     assert prov["engine"].startswith("torch")
+
+
+def test_denoise_writes_the_risk_map_beside_the_output(pilot_file, model_file, tmp_path):
+    out = tmp_path / "den.ome.zarr"
+    args = ["denoise", str(pilot_file), "--model", str(model_file), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--engine", "torch-cpu", "--risk"])
+    assert result.exit_code == 0, result.output
+    assert "risk fraction" in result.output
+    risk = np.asarray(open_stack(tmp_path / "den.risk.ome.zarr").data[...])
+    assert risk.shape == (3, 3, 64, 64) and risk.dtype == np.float32
+    assert float(risk.min()) >= 0.0 and float(risk.max()) <= 1.0
+    assert read_provenance(tmp_path / "den.risk.ome.zarr")["content"].startswith("hallucination")
+
+
+def test_train_paper_recipe_by_name(pilot_file, tmp_path):
+    out = tmp_path / "paper.sn2n"
+    result = runner.invoke(
+        app,
+        [
+            *("train", str(pilot_file), "--out", str(out), "--recipe", "paper"),
+            *("--patch", "32", "--epochs", "1", "--batch-size", "8"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    package = load_package(out)
+    assert (package.inference, package.unet.head, package.scale) == (
+        "frame",
+        "sigmoid",
+        "min_clip",
+    )
 
 
 def test_user_errors_are_one_clear_line(pilot_file, tmp_path):

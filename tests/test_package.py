@@ -101,7 +101,7 @@ def test_manifest_layout(saved):
     assert manifest["normalization"]["resolved_mode"] == "local"
     assert manifest["normalization"]["thresholds"]["clip_percentile"] == 99.9
     assert manifest["normalization"]["scale"] == "min_clip"
-    assert manifest["twins"] == {"upsample": "exact", "inference": "frame"}
+    assert manifest["twins"] == {"upsample": "exact", "inference": "frame", "compensate": False}
     assert manifest["default_tile"] == 32
     assert manifest["camera_offset_adu"] == 100.0
     assert manifest["weights_sha256"] == pkg.sha256
@@ -224,6 +224,7 @@ def test_version_1_manifest_reads_as_the_published_method(saved, tmp_path):
 
     old = load_package(_rewrite(path, tmp_path / "v1.sn2n", manifest=as_v1))
     assert (old.unet.head, old.scale, old.inference) == ("sigmoid", "min_clip", "frame")
+    assert old.compensate is False
     assert old.sha256 == pkg.sha256
 
 

@@ -367,6 +367,8 @@ def test_recipes_fill_defaults_and_explicit_fields_win():
         TrainingConfig(recipe="fancy")
     with pytest.raises(ValueError, match="needs upsample='exact'"):
         TrainingConfig(upsample="official")
+    with pytest.raises(ValueError, match="compensate=True needs inference='twins'"):
+        TrainingConfig(inference="frame", compensate=True)
 
 
 def test_twin_pairs_are_windows_of_whole_frame_twins_unclipped(frames):

@@ -236,3 +236,28 @@ def test_torch_twins_reject_odd_frames():
 
     with pytest.raises(ValueError, match="even H and W"):
         diagonal_twins_tensor(torch.zeros(5, 6))
+
+
+@pytest.mark.parametrize("freq", [(0.11, 0.19), (0.2, -0.05), (0.0, 0.23)])
+def test_compensation_gives_both_twins_the_cell_centre_signal(freq):
+    import math
+
+    import torch
+
+    from sn2n_live.method._twins import compensate_twin_sampling, diagonal_twins_tensor
+
+    fy, fx = freq
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    a, b = diagonal_twins_tensor(torch.cos(2 * math.pi * (fy * yy + fx * xx)))
+    cy, cx = torch.meshgrid(
+        torch.arange(0, 128, 2) + 0.5, torch.arange(0, 128, 2) + 0.5, indexing="ij"
+    )
+    centre = torch.cos(2 * math.pi * (fy * cy + fx * cx))
+    inner = (slice(12, -12), slice(12, -12))
+    # The diagonal means attenuate by cos(pi (fx +- fy)) ...
+    gain_a = float((a * centre)[inner].sum() / (centre * centre)[inner].sum())
+    assert gain_a == pytest.approx(math.cos(math.pi * (fx + fy)), abs=0.01)
+    # ... and the compensated twins both carry the signal at the cell centres.
+    ca, cb = compensate_twin_sampling(a, b)
+    for twin in (ca, cb):
+        assert float((twin - centre)[inner].abs().max()) < 0.02

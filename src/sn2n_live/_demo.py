@@ -82,7 +82,6 @@ def run_demo(
         epochs=20,
         max_minutes=train_minutes,
         patience=5,
-        batch_size=8,  # more updates per minute: what limits a 1-minute CPU training
         seed=0,
     )
     package = train(frames, config, progress=True, camera_offset_adu=_camera_offset(prof))

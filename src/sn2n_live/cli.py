@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -10,6 +11,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -95,6 +97,13 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 def train(
     pilot: Annotated[list[Path], typer.Argument(help="Pilot low-light stacks (TIFF/OME-Zarr).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model package to write (.sn2n).")],
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="twin (default: denoise the twins as trained, L2, linear head) or paper "
+            "(the published Adaptive-SN2N); see docs/method.md."
+        ),
+    ] = "twin",
     preset: Annotated[str, typer.Option(help="U-Net preset: paper or lite.")] = "lite",
     normalization: Annotated[
         str, typer.Option(help="dataset | per_patch | global | local.")
@@ -104,10 +113,13 @@ def train(
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop cleanly after this many minutes.")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Mini-batch size (default: the recipe's).")
+    ] = None,
     consistency_weight: Annotated[
-        float, typer.Option("--lambda", help="Weight of |f(A)-f(B)| in the loss.")
-    ] = 1.0,
+        float | None,
+        typer.Option("--lambda", help="Weight of |f(A)-f(B)| in the loss (default: recipe's)."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (training is deterministic).")] = 0,
     checkpoint: Annotated[
@@ -124,16 +136,19 @@ def train(
     from sn2n_live.method import train as train_model
 
     frames = read_frames(pilot)
+    # Only settings the user gave override the recipe's defaults.
+    given = {"batch_size": batch_size, "consistency_weight": consistency_weight}
+    overrides = {k: v for k, v in given.items() if v is not None}
     config = TrainingConfig(
+        recipe=recipe,
         preset=preset,
         policy=normalization,
         patch=patch,
         epochs=epochs,
         max_minutes=max_minutes,
-        batch_size=batch_size,
-        consistency_weight=consistency_weight,
         device=device,
         seed=seed,
+        **overrides,
     )
     console.print(f"Training on {len(frames)} frames of {frames.shape[1]}x{frames.shape[2]}")
     package = train_model(
@@ -173,6 +188,13 @@ def denoise(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference batch.")] = 64,
     engine: Annotated[str, typer.Option(help="auto | onnxruntime | torch-cpu | ...")] = "auto",
+    risk: Annotated[
+        bool,
+        typer.Option(
+            help="Also write the hallucination-risk map (0..1, float32) next to the output, "
+            "as <out>.risk.ome.zarr (or .risk.ome.tif)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Denoise a stack frame by frame, writing float32 (or uint16) plus provenance."""
@@ -192,22 +214,58 @@ def denoise(
     )
     provenance = {**denoiser.provenance, "source": str(input), "model": str(model)}
     frames_per_chunk = 9
-    with (
-        StackWriter(
-            out,
-            shape=stack.shape,
-            axes=stack.axes,
-            dtype=dtype,  # type: ignore[arg-type]
-            provenance=provenance,
-            overwrite=overwrite,
-        ) as writer,
-        _progress() as progress,
-    ):
+    risk_out = _risk_path(out) if risk else None
+    fractions: list[float] = []
+    with contextlib.ExitStack() as outputs:
+        writer = outputs.enter_context(
+            StackWriter(
+                out,
+                shape=stack.shape,
+                axes=stack.axes,
+                dtype=dtype,  # type: ignore[arg-type]
+                provenance=provenance,
+                overwrite=overwrite,
+            )
+        )
+        risk_writer = None
+        if risk_out is not None:
+            risk_writer = outputs.enter_context(
+                StackWriter(
+                    risk_out,
+                    shape=stack.shape,
+                    axes=stack.axes,
+                    dtype="float32",
+                    provenance={**provenance, "content": "hallucination risk, 0..1"},
+                    overwrite=overwrite,
+                )
+            )
+        progress = outputs.enter_context(_progress())
         task = progress.add_task("denoising", total=stack.n_frames)
         for chunk in stack.iter_chunks(frames_per_chunk):
-            writer.write(denoiser.denoise(chunk))
+            if risk_writer is None:
+                writer.write(denoiser.denoise(chunk))
+            else:
+                result = denoiser.denoise(chunk, risk=True)
+                writer.write(result.image)
+                risk_writer.write(result.risk)
+                fractions.extend(result.risk_fraction.reshape(-1).tolist())
             progress.advance(task, len(chunk))
     console.print(f"[green]Wrote[/] {out}  ({stack.n_frames} frames, {dtype})")
+    if risk_out is not None:
+        worst = int(np.argmax(fractions))
+        console.print(
+            f"[green]Wrote[/] {risk_out}  (risk fraction: mean {np.mean(fractions):.2%}, "
+            f"highest {fractions[worst]:.2%} in frame {worst})"
+        )
+
+
+def _risk_path(out: Path) -> Path:
+    """``x.ome.zarr`` -> ``x.risk.ome.zarr`` (same for .ome.tif, .tif, .zarr)."""
+    name = out.name
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif"):
+        if name.endswith(suffix):
+            return out.with_name(name[: -len(suffix)] + ".risk" + suffix)
+    return out.with_name(name + ".risk")
 
 
 @app.command()
@@ -224,6 +282,9 @@ def info(model: Annotated[Path, typer.Argument(help="Model package (.sn2n).")]) 
         "resolved_mode": package.resolved_mode,
         "patch_size": package.patch_size,
         "upsample": package.upsample,
+        "scale": package.scale,
+        "inference": package.inference,
+        "inference_tile": package.inference_tile,
         "camera_offset_adu": package.camera_offset_adu,
         "training": {k: v for k, v in package.training.items() if "curve" not in k},
         "provenance": package.provenance,

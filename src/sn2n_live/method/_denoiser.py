@@ -439,7 +439,7 @@ class Denoiser:
         risk_map = torch.empty_like(x) if risk else x.new_empty(0)
         for i in range(0, n, per_chunk):
             part = slice(i, i + per_chunk)
-            a, b = make_twins_tensor(x[part])
+            a, b = make_twins_tensor(x[part], compensate=self.package.compensate)
             k = a.shape[0]
             both = self._run_frames(torch.cat([a, b]), lo[part].repeat(2), hi[part].repeat(2))
             out_a, out_b = both[:k], both[k:]

@@ -83,6 +83,7 @@ class _Twins(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     upsample: UpsampleMode
     inference: InferenceMode = "frame"
+    compensate: bool = False
 
 
 class _Manifest(BaseModel):
@@ -169,6 +170,8 @@ class ModelPackage:
         Image-wise normalization scale (``frame_scale``); ``background`` is unclipped.
     inference : {"frame", "twins"}
         Inference input: the raw frame, or both up-sampled twins averaged.
+    compensate : bool
+        The twins are compensated for the diagonal means' low-pass (twin inference only).
     training : dict
         JSON-serializable training statistics (loss curve, epochs, timings, ...).
     provenance : dict
@@ -185,6 +188,7 @@ class ModelPackage:
     camera_offset_adu: float | None = None
     scale: ScaleKind = "min_clip"
     inference: InferenceMode = "frame"
+    compensate: bool = False
     training: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -221,6 +225,8 @@ class ModelPackage:
                 f"ModelPackage.inference {self.inference!r} is not one of "
                 f"{get_args(InferenceMode)}."
             )
+        if self.compensate and self.inference != "twins":
+            raise ValueError("ModelPackage.compensate needs inference='twins'.")
         multiple = self.unet.multiple
         if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int):
             raise ValueError(f"ModelPackage.patch_size must be an int; got {self.patch_size!r}.")
@@ -333,7 +339,9 @@ def _manifest_bytes(package: ModelPackage) -> bytes:
             thresholds=package.thresholds,
             scale=package.scale,
         ),
-        twins=_Twins(upsample=package.upsample, inference=package.inference),
+        twins=_Twins(
+            upsample=package.upsample, inference=package.inference, compensate=package.compensate
+        ),
         training=package.training,
         camera_offset_adu=package.camera_offset_adu,
         default_tile=package.patch_size,
@@ -528,6 +536,7 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
             camera_offset_adu=manifest.camera_offset_adu,
             scale=norm.scale,
             inference=manifest.twins.inference,
+            compensate=manifest.twins.compensate,
             training=manifest.training,
             provenance=manifest.provenance,
         )

@@ -89,7 +89,8 @@ class TrainingConfig(BaseModel):
     ----------
     recipe : Recipe
         Named defaults for ``upsample``, ``head``, ``loss``, ``scale``, ``inference``,
-        ``lr``, ``betas``, ``batch_size`` and ``schedule`` (see ``RECIPES``): ``"twin"``
+        ``lr``, ``betas``, ``batch_size``, ``schedule``, ``autocast`` and
+        ``consistency_weight`` (see ``RECIPES``): ``"twin"``
         (default, sn2n-live's measured best) or ``"paper"`` (the published method). Any of
         those fields given explicitly overrides the recipe.
     preset : str
@@ -109,6 +110,9 @@ class TrainingConfig(BaseModel):
         What inference feeds the network: the raw frame (paper) or both up-sampled twins
         of it, averaged (``twins``; training then builds twins from whole frames, exactly
         as inference does). ``twins`` needs ``upsample="exact"``.
+    compensate : bool
+        Undo the diagonal means' low-pass on the twins (``compensate_twin_sampling``), in
+        training and inference alike; needs ``inference="twins"``.
     autocast : {"off", "bf16", "auto"}
         Mixed precision of the training steps: ``"bf16"`` autocast (about 1.8x the steps per
         second of float32 on a CPU with bf16 instructions), ``"off"``, or ``"auto"``: bf16
@@ -140,7 +144,7 @@ class TrainingConfig(BaseModel):
     betas : tuple of float
         Adam betas (SN2N: (0.5, 0.999)).
     consistency_weight : float
-        λ of the self-constrained loss; 0 keeps only the twin-to-twin terms.
+        λ of the self-constrained loss (SN2N: 1); 0 keeps only the twin-to-twin terms.
     val_fraction : float
         Fraction of the windows held out for validation, in (0, 0.5).
     patience : int
@@ -161,6 +165,7 @@ class TrainingConfig(BaseModel):
     loss: LossKind
     scale: ScaleKind
     inference: InferenceMode
+    compensate: bool
     schedule: Schedule
     autocast: Autocast
     policy: NormalizationPolicy = "dataset"
@@ -172,7 +177,7 @@ class TrainingConfig(BaseModel):
     max_minutes: float | None = Field(None, gt=0)
     lr: float = Field(gt=0)
     betas: tuple[float, float]
-    consistency_weight: float = Field(1.0, ge=0)
+    consistency_weight: float = Field(ge=0)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     patience: int = Field(10, ge=1)
     device: str = "auto"
@@ -218,6 +223,11 @@ class TrainingConfig(BaseModel):
             raise ValueError(
                 f"preset {self.preset!r} is not a known U-Net preset; choose one of "
                 f"{sorted(PRESETS)} or pass an explicit `unet` configuration"
+            )
+        if self.compensate and self.inference != "twins":
+            raise ValueError(
+                "compensate=True needs inference='twins' (the compensation is applied to the "
+                "whole-frame twins that twin inference builds)"
             )
         if self.inference == "twins" and self.upsample != "exact":
             raise ValueError(
@@ -388,7 +398,7 @@ def _frame_twins(
         # Twins of the whole (even-cropped) frame, windowed afterwards: inference builds
         # them the same way, so the network sees one distribution in training and use.
         even = x[: x.shape[0] // 2 * 2, : x.shape[1] // 2 * 2]
-        whole_a, whole_b = make_twins_tensor(even)
+        whole_a, whole_b = make_twins_tensor(even, compensate=config.compensate)
         twin_a = whole_a.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
         twin_b = whole_b.unfold(0, p, p // 2).unfold(1, p, p // 2).reshape(-1, p, p)
         # (Cropping an odd side by one pixel keeps the window count: P and P/2 are even.)
@@ -969,6 +979,7 @@ def _build_package(
         camera_offset_adu=camera_offset_adu,
         scale=config.scale,
         inference=config.inference,
+        compensate=config.compensate,
         training=training,
         provenance=provenance,
     )
