@@ -87,7 +87,12 @@ def background_false_positive(estimate: np.ndarray, background: np.ndarray) -> f
     float
         In [0, 1]; NaN when the mask is empty.
     """
-    mask = np.asarray(background, bool)
+    return _detected_fraction(estimate, background)
+
+
+def _detected_fraction(estimate: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of ``mask`` pixels above the estimate's Otsu threshold; NaN if empty."""
+    mask = np.asarray(mask, bool)
     return float(detected(estimate)[mask].mean()) if mask.any() else math.nan
 
 
@@ -126,8 +131,7 @@ def thin_recall(estimate: np.ndarray, thin: np.ndarray) -> float:
     float
         In [0, 1]; NaN when the mask is empty.
     """
-    mask = np.asarray(thin, bool)
-    return float(detected(estimate)[mask].mean()) if mask.any() else math.nan
+    return _detected_fraction(estimate, thin)
 
 
 def score_frames(
