@@ -7,6 +7,7 @@ OME-XML ``Description`` of an OME-TIFF, or in the group attributes of an OME-Zar
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any, Literal
 import numpy as np
 import tifffile
 import zarr
+
+from sn2n_live._outputs import check_output, follow_umask, publish, temporary_sibling
 
 __all__ = [
     "ImageStack",
@@ -177,6 +180,10 @@ class StackWriter:
     ``*.zarr`` outputs are OME-Zarr written with ome-writers; ``*.tif(f)`` outputs are
     OME-TIFF written with tifffile (float32 OME-TIFF is not supported by ome-writers).
 
+    The output is written under a hidden temporary name next to ``path`` and renamed to
+    ``path`` by :meth:`close`; :meth:`abort` (or leaving the ``with`` block on an
+    exception) removes it, so a failed run leaves nothing that looks like a result.
+
     Parameters
     ----------
     path : str or Path
@@ -191,6 +198,13 @@ class StackWriter:
         JSON-serialisable provenance stored with the data.
     overwrite : bool
         Replace an existing output instead of failing.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and not ``overwrite``.
+    sn2n_live._outputs.OutputPathError
+        If its folder cannot be created or written to.
     """
 
     def __init__(
@@ -203,11 +217,10 @@ class StackWriter:
         provenance: Mapping[str, Any],
         overwrite: bool = False,
     ) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; choose another output or overwrite it")
         if dtype not in ("float32", "uint16"):
             raise ValueError(f"dtype must be 'float32' or 'uint16', got {dtype!r}")
+        self.path = check_output(path, overwrite=overwrite)
+        self._overwrite = overwrite
         self.dtype = np.dtype(dtype)
         self.shape = tuple(shape)
         self.axes = axes
@@ -215,16 +228,22 @@ class StackWriter:
         self._written = 0
         self._zarr_stream = None
         self._tiff_buffer: np.ndarray | None = None
-        if is_zarr_path(self.path):
-            self._zarr_stream = self._open_zarr_stream(overwrite)
-        elif self.path.suffix.lower() in _TIFF_SUFFIXES:
-            self._tiff_buffer = np.empty(self.shape, self.dtype)
-        else:
+        if not is_zarr_path(self.path) and self.path.suffix.lower() not in _TIFF_SUFFIXES:
             raise ValueError(
                 f"Unsupported output format for {self.path}: use .zarr (OME-Zarr) or .tif(f)"
             )
+        self._cleanup = contextlib.ExitStack()
+        self._partial = self._cleanup.enter_context(temporary_sibling(self.path))
+        try:
+            if is_zarr_path(self.path):
+                self._zarr_stream = self._open_zarr_stream()
+            else:
+                self._tiff_buffer = np.empty(self.shape, self.dtype)
+        except BaseException:
+            self._cleanup.close()
+            raise
 
-    def _open_zarr_stream(self, overwrite: bool) -> Any:
+    def _open_zarr_stream(self) -> Any:
         from ome_writers import AcquisitionSettings, Dimension, create_stream
 
         if len(self.shape) > 6:
@@ -242,11 +261,10 @@ class StackWriter:
             for i, (name, size) in enumerate(zip(self.axes, self.shape, strict=True))
         ]
         settings = AcquisitionSettings(
-            root_path=str(self.path),
+            root_path=str(self._partial),
             dimensions=dims,
             dtype=str(self.dtype),
             format="ome-zarr",
-            overwrite=overwrite,
         )
         stream = create_stream(settings)
         stream.set_global_metadata(PROVENANCE_KEY, self._provenance)
@@ -279,25 +297,40 @@ class StackWriter:
         return frames.astype(np.float32, copy=False)
 
     def close(self) -> None:
-        """Flush and close the output."""
-        if self._zarr_stream is not None:
-            self._zarr_stream.close()
-            self._zarr_stream = None
-        elif self._tiff_buffer is not None:
-            axes = self.axes.upper() if set(self.axes) <= set("tczyx") else None
-            metadata: dict[str, Any] = {
-                "Description": json.dumps({PROVENANCE_KEY: self._provenance})
-            }
-            if axes:
-                metadata["axes"] = axes
-            tifffile.imwrite(self.path, self._tiff_buffer, ome=True, metadata=metadata)
-            self._tiff_buffer = None
+        """Flush the output, close it and move it to :attr:`path`."""
+        with self._cleanup:
+            if self._zarr_stream is not None:
+                self._zarr_stream.close()
+                self._zarr_stream = None
+                follow_umask(self._partial)
+            elif self._tiff_buffer is not None:
+                axes = self.axes.upper() if set(self.axes) <= set("tczyx") else None
+                metadata: dict[str, Any] = {
+                    "Description": json.dumps({PROVENANCE_KEY: self._provenance})
+                }
+                if axes:
+                    metadata["axes"] = axes
+                tifffile.imwrite(self._partial, self._tiff_buffer, ome=True, metadata=metadata)
+                self._tiff_buffer = None
+            else:
+                return  # closed or aborted before
+            publish(self._partial, self.path, overwrite=self._overwrite)
+
+    def abort(self) -> None:
+        """Close the output and remove it: nothing is left at :attr:`path`."""
+        stream, self._zarr_stream, self._tiff_buffer = self._zarr_stream, None, None
+        with self._cleanup:
+            if stream is not None:
+                stream.close()
 
     def __enter__(self) -> StackWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def read_provenance(path: str | Path) -> dict[str, Any]:

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +54,8 @@ from typing import IO, Any, Literal, get_args
 import numpy as np
 import useq
 from ome_writers import AcquisitionSettings, Dimension, OMEStream, Position, create_stream
+
+from sn2n_live._outputs import atomic_write, follow_umask
 
 __all__ = [
     "DENOISED_NAME",
@@ -392,15 +392,7 @@ def _fold(outer: LayoutDim, inner: LayoutDim, name: str) -> LayoutDim:
 
 def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
     """Write ``document`` as JSON to ``path`` via a temporary file and an atomic rename."""
-    text = json.dumps(document, indent=2, default=_json_default)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(document, indent=2, default=_json_default))
 
 
 def _json_default(value: object) -> object:
@@ -506,6 +498,8 @@ class _Store:
                 self.stream.close()
                 if self.arrays is not None:
                     _complete_arrays(self.arrays)
+                if not self.tiff:
+                    follow_umask(self.path)
             finally:
                 self.journal.close()
 

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sn2n_live._outputs import open_atomic
 from sn2n_live.method._risk import NormalizationPolicy, RiskThresholds, ScaleKind, TileMode
 from sn2n_live.method._twins import UpsampleMode
 from sn2n_live.method._unet import UNet, UNetConfig
@@ -390,20 +390,11 @@ def save_package(package: ModelPackage, path: str | os.PathLike[str]) -> Path:
         OrderedDict((k, v.detach().cpu().contiguous()) for k, v in package.state_dict.items()),
         weights,
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w") as archive:
-                _zip_write(archive, _MANIFEST, manifest, zipfile.ZIP_DEFLATED)
-                # float weights barely compress; storing them keeps save/load fast.
-                _zip_write(archive, _WEIGHTS, weights.getvalue(), zipfile.ZIP_STORED)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # A temporary sibling renamed when complete, with the umask's mode (not mkstemp's 0o600).
+    with open_atomic(target, fsync=True) as handle, zipfile.ZipFile(handle, "w") as archive:
+        _zip_write(archive, _MANIFEST, manifest, zipfile.ZIP_DEFLATED)
+        # float weights barely compress; storing them keeps save/load fast.
+        _zip_write(archive, _WEIGHTS, weights.getvalue(), zipfile.ZIP_STORED)
     return target
 
 
