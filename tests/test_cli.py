@@ -203,3 +203,86 @@ def test_pilot_then_acquire_on_the_simulated_microscope(model_file, tmp_path):
     assert run["status"] == "completed"
     assert run["options"]["isolation"] == "process"  # the profile default
     assert run["counts"]["raw_written"] == run["counts"]["denoised_written"] == 18
+
+
+def _read_only_dir(tmp_path):
+    """A folder no file can be made in: read-only for a normal user, /sys for root."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no read-only folder to test with")
+
+
+def test_train_refuses_an_unwritable_output_before_training(pilot_file, tmp_path, model_file):
+    ro = _read_only_dir(tmp_path)
+    result = runner.invoke(app, ["train", str(pilot_file), "--out", str(ro / "m.sn2n")])
+    assert result.exit_code == 2
+    assert "cannot write the model package in" in result.output
+    assert "Training on" not in result.output  # refused before the data were even read
+    existing = runner.invoke(app, ["train", str(pilot_file), "--out", str(model_file)])
+    assert existing.exit_code == 2
+    assert "pass --overwrite to replace it" in existing.output
+
+
+def test_denoise_checks_outputs_first_and_leaves_nothing_on_failure(
+    pilot_file, model_file, tmp_path
+):
+    out = tmp_path / "new" / "den.ome.zarr"  # the parent is created
+    args = ["denoise", str(pilot_file), "--model", str(model_file), "--engine", "torch-cpu"]
+    assert runner.invoke(app, [*args, "--out", str(out), "--risk"]).exit_code == 0
+    again = runner.invoke(app, [*args, "--out", str(out), "--risk"])
+    assert again.exit_code == 2 and "pass --overwrite to replace it" in again.output
+    # Only the risk map is in the way: refused before denoising, nothing written.
+    (tmp_path / "new" / "second.risk.ome.zarr").mkdir()
+    blocked = runner.invoke(app, [*args, "--out", str(tmp_path / "new/second.ome.zarr"), "--risk"])
+    assert blocked.exit_code == 2 and "risk map" in blocked.output
+    assert not (tmp_path / "new" / "second.ome.zarr").exists()
+
+    nan = tmp_path / "nan.tif"
+    frames = np.full((3, 64, 64), 100, np.float32)
+    frames[1, 3, 3] = np.nan
+    tifffile.imwrite(nan, frames, photometric="minisblack")
+    thin = tmp_path / "thin.tif"
+    tifffile.imwrite(thin, np.full((3, 1, 64), 100, np.uint16), photometric="minisblack")
+    for bad in (nan, thin):
+        failed = runner.invoke(
+            app,
+            ["denoise", str(bad), "-m", str(model_file), "-o", str(tmp_path / "d.ome.zarr")],
+        )
+        assert failed.exit_code == 2, failed.output
+        assert "Traceback" not in failed.output
+        # Nothing that looks like a result, not even a hidden partial store.
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.tif", "new", "thin.tif"]
+
+
+def test_missing_model_says_how_to_make_one(pilot_file, tmp_path):
+    missing = tmp_path / "none.sn2n"
+    result = runner.invoke(app, ["denoise", str(pilot_file), "-m", str(missing), "-o", "x.tif"])
+    assert result.exit_code == 2
+    assert f"sn2n-live train PILOT.ome.tiff --out {missing}" in result.output
+    assert "save_package" not in result.output
+
+
+def test_acquire_into_an_unwritable_folder_fails_in_one_line(model_file, tmp_path):
+    profile = tmp_path / "small.toml"
+    profile.write_text(
+        'name = "small"\n[microscope.simulated]\nshape = [256, 256]\n'
+        f'[denoise]\nmodel = "{model_file}"\n'
+    )
+    out = _read_only_dir(tmp_path) / "run"
+    result = runner.invoke(app, ["acquire", "--profile", str(profile), "--out", str(out)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    joined = " ".join(lines)
+    assert joined.startswith(f"error: cannot write the run folder in {out}")
+    assert "run.json" not in joined and "catching up" not in joined

@@ -361,3 +361,24 @@ def test_bad_options_fail_before_the_acquisition(denoiser, tmp_path):
         load_denoiser(tmp_path / "missing.sn2n")
     with pytest.raises(ValueError, match="must be a denoiser"):
         load_denoiser(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_an_unwritable_run_folder_is_refused_before_the_mda(core, denoiser, tmp_path, isolation):
+    from sn2n_live._outputs import OutputPathError
+
+    if os.geteuid() != 0:
+        parent = tmp_path / "read-only"
+        parent.mkdir()
+        parent.chmod(0o555)
+    else:
+        parent = Path("/sys")  # read-only even for root
+    frames = []
+    core.mda.events.frameReady.connect(lambda *args: frames.append(1))
+    events = _sim_events(1)
+    with (
+        pytest.raises(OutputPathError, match=r"cannot write the run folder in .*run: "),
+        live_denoise(core, model=denoiser, out=parent / "run", events=events, isolation=isolation),
+    ):
+        core.mda.run(events)
+    assert frames == []  # the sample was never exposed

@@ -48,8 +48,10 @@ def _friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except typer.Exit:
+            raise  # click's Exit is a RuntimeError, and an exit code, not an error
         except (CliError, ValueError, OSError, RuntimeError) as err:
-            console.print(f"[bold red]error:[/] {escape(str(err))}")
+            console.print(f"[bold red]error:[/] {escape(str(err) or type(err).__name__)}")
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -129,8 +131,16 @@ def train(
     camera_offset: Annotated[
         float | None, typer.Option(help="Camera offset in ADU, recorded in the package.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ) -> None:
     """Train an Adaptive-SN2N model on pilot low-light frames."""
+    from sn2n_live._outputs import check_output, check_writable_dir
+
+    # Before the training budget is spent, not after it.
+    check_output(out, overwrite=overwrite, overwrite_hint="--overwrite", what="model package")
+    if checkpoint is not None:
+        check_writable_dir(checkpoint.expanduser().absolute().parent, what="checkpoint")
+
     from sn2n_live.io import read_frames
     from sn2n_live.method import TrainingConfig, save_package
     from sn2n_live.method import train as train_model
@@ -168,6 +178,19 @@ def train(
     )
 
 
+def _load_model(path: Path) -> Any:
+    """Load a model package; a missing file gets the command that makes one."""
+    from sn2n_live.method import load_package
+
+    if not path.is_file():
+        what = "is a folder, not" if path.is_dir() else "is not"
+        raise CliError(
+            f"{path} {what} a model package; train one with "
+            f"`sn2n-live train PILOT.ome.tiff --out {path}`"
+        )
+    return load_package(path)
+
+
 def _parse_tile(tile: str) -> int | None:
     if tile == "whole":
         return None
@@ -198,13 +221,18 @@ def denoise(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Denoise a stack frame by frame, writing float32 (or uint16) plus provenance."""
+    from sn2n_live._outputs import check_output
     from sn2n_live.engine import build_denoiser
     from sn2n_live.io import StackWriter, open_stack
-    from sn2n_live.method import load_package
 
     if dtype not in ("float32", "uint16"):
         raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
-    package = load_package(model)
+    risk_out = _risk_path(out) if risk else None
+    # Every output is checked before the first frame is denoised.
+    for path, what in ((out, "output"), (risk_out, "risk map")):
+        if path is not None:
+            check_output(path, overwrite=overwrite, overwrite_hint="--overwrite", what=what)
+    package = _load_model(model)
     stack = open_stack(input)
     denoiser = build_denoiser(
         package,
@@ -214,7 +242,6 @@ def denoise(
     )
     provenance = {**denoiser.provenance, "source": str(input), "model": str(model)}
     frames_per_chunk = 9
-    risk_out = _risk_path(out) if risk else None
     fractions: list[float] = []
     with contextlib.ExitStack() as outputs:
         writer = outputs.enter_context(
@@ -272,9 +299,7 @@ def _risk_path(out: Path) -> Path:
 @_friendly_errors
 def info(model: Annotated[Path, typer.Argument(help="Model package (.sn2n).")]) -> None:
     """Show a model package's architecture, normalization and provenance."""
-    from sn2n_live.method import load_package
-
-    package = load_package(model)
+    package = _load_model(model)
     summary = {
         "sha256": package.sha256,
         "unet": package.unet.model_dump(),
@@ -327,10 +352,13 @@ def pilot(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Acquire pilot low-light frames to train a model on."""
+    from sn2n_live._outputs import check_output
     from sn2n_live.acquisition import acquire_pilot
     from sn2n_live.profiles import load_profile
 
-    path = acquire_pilot(load_profile(profile), out, timepoints=timepoints, overwrite=overwrite)
+    prof = load_profile(profile)
+    check_output(out, overwrite=overwrite, overwrite_hint="--overwrite", what="pilot stack")
+    path = acquire_pilot(prof, out, timepoints=timepoints, overwrite=overwrite)
     console.print(f"[green]Wrote[/] {path}; train with: sn2n-live train {path} --out model.sn2n")
 
 
@@ -345,15 +373,16 @@ def acquire(
     timepoints: Annotated[int | None, typer.Option(help="Override the time points.")] = None,
 ) -> None:
     """Run a live acquisition: raw and denoised saved side by side, with run.json."""
-    from sn2n_live.acquisition import acquire_live, build_profile_denoiser
-    from sn2n_live.method import load_package
+    from sn2n_live.acquisition import acquire_live, build_profile_denoiser, check_run_folder
     from sn2n_live.profiles import load_profile
 
     prof = load_profile(profile)
     model_path = model or prof.denoise.model
     if model_path is None:
         raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
-    package = load_package(model_path)
+    package = _load_model(model_path)
+    # Before the microscope is opened: no sample is exposed for a run that cannot be saved.
+    check_run_folder(out)
     # A factory, so that the denoiser can be built in the denoise process.
     denoiser = functools.partial(build_profile_denoiser, prof, package)
     with _progress() as progress:
@@ -428,11 +457,10 @@ def engine_build(
     import time
 
     from sn2n_live.engine import build_engine_plan
-    from sn2n_live.method import load_package
     from sn2n_live.profiles import load_profile
 
     prof = load_profile(profile)
-    package = load_package(model)
+    package = _load_model(model)
     start = time.perf_counter()
     with console.status("building TensorRT plan (this takes minutes the first time)"):
         path = build_engine_plan(

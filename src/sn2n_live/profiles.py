@@ -36,6 +36,9 @@ EngineName = Literal[
 ]
 
 
+_Name = Annotated[str, Field(min_length=1)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,6 +75,8 @@ class CameraSettings(_Model):
 
     exposure_ms: Annotated[float, Field(gt=0, le=10_000)] = 10.0
     laser_power_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    # (device, property) that laser_power_percent (here and in [pilot]) is written to.
+    laser_property: tuple[_Name, _Name] = ("Laser", "Power")
     properties: list[tuple[str, str, str]] = []
 
 

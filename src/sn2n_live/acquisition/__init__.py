@@ -11,6 +11,7 @@ from sn2n_live.acquisition._live import (
     LiveDenoiseEvents,
     LiveDenoiseHandler,
     RunSummary,
+    check_run_folder,
     live_denoise,
     load_denoiser,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "acquire_pilot",
     "build_events",
     "build_profile_denoiser",
+    "check_run_folder",
     "create_demo_core",
     "create_simulated_microscope",
     "expand_sequence",

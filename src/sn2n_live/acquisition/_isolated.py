@@ -57,6 +57,7 @@ from sn2n_live.acquisition._live import (
     LiveDenoiseHandler,
     RunSummary,
     _Inbox,
+    check_run_folder,
     load_denoiser,
     wait_until_done,
 )
@@ -167,7 +168,8 @@ class ProcessLiveDenoiseHandler:
                     f"({type(exc).__name__}: {exc}); pass a .sn2n path or a picklable "
                     "factory such as functools.partial(build_denoiser, ...)."
                 ) from exc
-        self.run_dir = Path(out).expanduser().absolute()
+        # Here, not only in the child: no process is started for a run that cannot be saved.
+        self.run_dir = check_run_folder(out)
         self.events = LiveDenoiseEvents()
         self._header = SharedMemory(create=True, size=8 * _N_COUNTERS)
         self._counters = np.ndarray((_N_COUNTERS,), np.int64, buffer=self._header.buf)

@@ -44,6 +44,7 @@ import numpy as np
 import useq
 from psygnal import Signal, SignalGroup
 
+from sn2n_live._outputs import check_writable_dir
 from sn2n_live.acquisition._stats import LatencyRecorder, LiveStats, RangeList, RateMeter
 from sn2n_live.acquisition._writers import (
     RUN_JSON,
@@ -68,6 +69,7 @@ __all__ = [
     "LiveDenoiseHandler",
     "Policy",
     "RunSummary",
+    "check_run_folder",
     "live_denoise",
     "load_denoiser",
 ]
@@ -481,6 +483,39 @@ def _set_info(item: _Frame) -> tuple[int, tuple[tuple[str, int], ...]]:
     return size, key
 
 
+def check_run_folder(out: str | os.PathLike[str]) -> Path:
+    """Check that ``out`` can be a new run folder; create it.
+
+    Called before the acquisition starts, so that no sample is exposed for a run that
+    cannot be saved.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The run folder: must not exist, or be an empty folder, and be writable.
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder, absolute (it exists afterwards).
+
+    Raises
+    ------
+    ValueError
+        If ``out`` exists and is not an empty folder.
+    sn2n_live._outputs.OutputPathError
+        If the folder cannot be created or written to.
+    """
+    run_dir = Path(out).expanduser().absolute()
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(
+            f"the run folder {run_dir} already exists and is not an empty folder; choose a "
+            "new run folder (each run writes its own raw/denoised stores and run.json)"
+        )
+    check_writable_dir(run_dir, what="run folder")
+    return run_dir
+
+
 class LiveDenoiseHandler:
     """Non-blocking live denoising for one pymmcore-plus MDA run.
 
@@ -592,12 +627,7 @@ class LiveDenoiseHandler:
             raise ValueError(
                 f"denoise_threads must be None or a positive int; got {denoise_threads!r}."
             )
-        run_dir = Path(out).expanduser().absolute()
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise ValueError(
-                f"out={str(run_dir)!r} already exists and is not an empty folder; choose a "
-                "new run folder (each run writes its own raw/denoised stores and run.json)."
-            )
+        run_dir = check_run_folder(out)
         self._denoiser = denoiser
         self._provenance = _jsonable(dict(denoiser.provenance), "denoiser.provenance")
         self._run_info = _jsonable(run_info, "run_info")
@@ -659,6 +689,7 @@ class LiveDenoiseHandler:
         self._missing = {reason: RangeList() for reason in _MISSING_REASONS}
         self._unplaced = RangeList()
         self._errors: list[dict[str, Any]] = []
+        self._errors_lock = threading.Lock()
         self._raw_failed = False
         self._den_failed = False
         self._latest: LatestPair | None = None
@@ -1376,10 +1407,22 @@ class LiveDenoiseHandler:
     def _record_error(
         self, where: str, exc: BaseException, frame: int | None, item: _Frame | None = None
     ) -> None:
+        message = str(exc)[:2000]
+        with self._errors_lock:
+            # A failure that repeats (run.json every heartbeat, every frame) is one entry
+            # with a count, logged once, not a line per occurrence.
+            for seen in self._errors:
+                if (seen["where"], seen["type"], seen["message"]) == (
+                    where,
+                    type(exc).__name__,
+                    message,
+                ):
+                    seen["count"] = seen.get("count", 1) + 1
+                    return
         entry: dict[str, Any] = {
             "where": where,
             "type": type(exc).__name__,
-            "message": str(exc)[:2000],
+            "message": message,
             "frame": frame,
             "time": _dt.datetime.now(_dt.UTC).isoformat(),
         }
@@ -1388,8 +1431,9 @@ class LiveDenoiseHandler:
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
         entry["traceback"] = "".join(tb[-6:])[-4000:]
         # Bounded: a per-frame failure must not grow memory without limit.
-        if len(self._errors) < 100:
-            self._errors.append(entry)
+        with self._errors_lock:
+            if len(self._errors) < 100:
+                self._errors.append(entry)
         _log.error("%s: %s: %s", where, type(exc).__name__, exc)
 
     def _missing_add(self, reason: str, item: _Frame) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import useq
+from pymmcore_plus import DeviceType
 
+from sn2n_live._outputs import check_output, publish, temporary_sibling
 from sn2n_live.acquisition._live import RunSummary, live_denoise
 from sn2n_live.acquisition._sim_plan import expand_sequence
 from sn2n_live.acquisition._simulated import (
@@ -79,6 +81,38 @@ def open_microscope(profile: Profile) -> Iterator[CMMCorePlus]:
     CMMCorePlus
         A ready core; its devices are unloaded when the block exits.
     """
+    core = create_core(profile)
+    try:
+        core.setExposure(profile.camera.exposure_ms)
+        set_laser(core, profile, "camera")
+        for device, prop, value in profile.camera.properties:
+            core.setProperty(device, prop, value)
+        yield core
+    finally:
+        release_core(core)
+
+
+def create_core(profile: Profile) -> CMMCorePlus:
+    """Create the profile's core with its configuration loaded, nothing else applied.
+
+    Parameters
+    ----------
+    profile : Profile
+        ``microscope.kind`` picks the simulated SIM rig, Micro-Manager's demo
+        configuration, or a configuration file.
+
+    Returns
+    -------
+    CMMCorePlus
+        Release it with :func:`~sn2n_live.acquisition.release_core`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``microscope.config_file`` does not exist.
+    RuntimeError
+        If the configuration does not load (the message names the file).
+    """
     settings = profile.microscope
     core: CMMCorePlus
     if settings.kind == "simulated":
@@ -104,26 +138,82 @@ def open_microscope(profile: Profile) -> Iterator[CMMCorePlus]:
                 "set microscope.config_file in the profile"
             )
         core = CMMCorePlus()
-        core.loadSystemConfiguration(str(settings.config_file))
-    try:
-        core.setExposure(profile.camera.exposure_ms)
-        _set_laser(core, profile.camera.laser_power_percent)
-        for device, prop, value in profile.camera.properties:
-            core.setProperty(device, prop, value)
-        yield core
-    finally:
-        release_core(core)
+        try:
+            core.loadSystemConfiguration(str(settings.config_file))
+        except Exception as exc:
+            release_core(core)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(
+                f"Micro-Manager configuration {settings.config_file} does not load: {first}"
+            ) from exc
+    return core
 
 
-def _set_laser(core: CMMCorePlus, percent: float | None) -> None:
+def set_laser(core: CMMCorePlus, profile: Profile, section: Literal["camera", "pilot"]) -> None:
+    """Set ``[section].laser_power_percent`` through ``camera.laser_property``, if given.
+
+    Raises
+    ------
+    ValueError
+        If the laser power is set but the core has no such device or property.
+    """
+    percent = getattr(profile, section).laser_power_percent
     if percent is None:
         return
-    if "Laser" not in core.getLoadedDevices():
-        raise ValueError(
-            "camera.laser_power_percent is set but this microscope has no 'Laser' device; "
-            "set the laser through camera.properties instead"
-        )
-    core.setProperty("Laser", "Power", percent)
+    if problem := laser_problem(core, profile, section):
+        raise ValueError(problem)
+    core.setProperty(*profile.camera.laser_property, percent)
+
+
+def laser_problem(
+    core: CMMCorePlus, profile: Profile, section: Literal["camera", "pilot"]
+) -> str | None:
+    """Why ``[section].laser_power_percent`` cannot be set on ``core``, or None if it can."""
+    device, prop = profile.camera.laser_property
+    if device not in core.getLoadedDevices():
+        problem = f"this microscope has no {device!r} device"
+    elif not core.hasProperty(device, prop):
+        problem = f"device {device!r} has no property {prop!r}"
+    else:
+        return None
+    return (
+        f"{section}.laser_power_percent is set but {problem} (camera.laser_property = "
+        f"[{device!r}, {prop!r}]); set camera.laser_property to your laser's "
+        f"[device, power property], or remove {section}.laser_power_percent"
+    )
+
+
+def slm_device(core: CMMCorePlus, profile: Profile) -> str:
+    """Return the SLM that ``sim.pattern_source = "slm"`` will drive.
+
+    Raises
+    ------
+    ValueError
+        If the core has no SLM (or not the one ``sim.slm_device`` names); the message says
+        which ``pattern_source`` to choose instead.
+    """
+    assert profile.sim is not None
+    slms = list(core.getLoadedDevicesOfType(DeviceType.SLM))
+    label = profile.sim.slm_device or core.getSLMDevice()
+    if label and label in slms:
+        return label
+    where = _describe_microscope(profile)
+    if profile.sim.slm_device:
+        problem = f"sim.slm_device = {label!r} is not an SLM of {where} (SLMs: {slms or 'none'})"
+    else:
+        problem = f"sim.pattern_source = 'slm' but {where} has no SLM device"
+    raise ValueError(
+        f"{problem}; without an SLM set sim.pattern_source = 'metadata' (patterns switched "
+        "outside Micro-Manager, or none) or 'properties' (angle_property and phase_property "
+        "select them); see docs/profiles.md"
+    )
+
+
+def _describe_microscope(profile: Profile) -> str:
+    settings = profile.microscope
+    if settings.kind == "config":
+        return f"the configuration {settings.config_file}"
+    return f"the {settings.kind} microscope"
 
 
 def build_events(
@@ -147,7 +237,8 @@ def build_events(
     )
     slm_shape = None
     if profile.sim is not None and profile.sim.pattern_source == "slm":
-        slm_shape = (core.getSLMHeight(), core.getSLMWidth())
+        slm = slm_device(core, profile)
+        slm_shape = (core.getSLMHeight(slm), core.getSLMWidth(slm))
     return expand_sequence(sequence, profile.sim, slm_shape=slm_shape)
 
 
@@ -177,18 +268,28 @@ def acquire_pilot(
     Returns
     -------
     Path
-        The written file.
+        The written file (absolute). It appears only when the acquisition completed.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out`` exists and not ``overwrite`` (checked before the microscope is opened).
+    sn2n_live._outputs.OutputPathError
+        If ``out``'s folder cannot be written.
     """
-    out = Path(out)
-    if out.suffix.lower() not in (".tif", ".tiff"):
+    if Path(out).suffix.lower() not in (".tif", ".tiff"):
         raise ValueError(f"Pilot output must be an OME-TIFF (.ome.tiff), got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open_microscope(profile) as core:
+    out = check_output(out, overwrite=overwrite, what="pilot stack")
+    with open_microscope(profile) as core, temporary_sibling(out) as partial:
         if profile.pilot.exposure_ms is not None:
             core.setExposure(profile.pilot.exposure_ms)
-        _set_laser(core, profile.pilot.laser_power_percent)
+        set_laser(core, profile, "pilot")
         events = build_events(profile, core, timepoints=timepoints or profile.pilot.timepoints)
-        core.mda.run(events, output=str(out), overwrite=overwrite)
+        core.mda.run(events, output=str(partial))
+        reason = core.mda.status.finish_reason
+        if reason is not None and reason.value != "completed":
+            raise RuntimeError(f"the pilot acquisition {reason.value}; {out} was not written")
+        publish(partial, out, overwrite=overwrite)
     return out
 
 
