@@ -27,9 +27,11 @@ from sn2n_live.engine._plan_cache import (
 from sn2n_live.engine._select import (
     AUTO_ORDER,
     BACKENDS,
+    BackendChoice,
     BackendName,
     available_backends,
     build_denoiser,
+    choose_backend,
     select_engine,
 )
 from sn2n_live.engine._tensorrt import TENSORRT_INSTALL_HINT, TensorRTEngine, build_engine_plan
@@ -40,6 +42,7 @@ __all__ = [
     "BACKENDS",
     "PRECISIONS",
     "TENSORRT_INSTALL_HINT",
+    "BackendChoice",
     "BackendName",
     "BackendStatus",
     "BackendUnavailable",
@@ -56,6 +59,7 @@ __all__ = [
     "available_backends",
     "build_denoiser",
     "build_engine_plan",
+    "choose_backend",
     "export_onnx",
     "list_cached_plans",
     "plan_cache_dir",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import onnxruntime as ort
@@ -30,9 +31,11 @@ from sn2n_live.method._package import ModelPackage
 __all__ = [
     "AUTO_ORDER",
     "BACKENDS",
+    "BackendChoice",
     "BackendName",
     "available_backends",
     "build_denoiser",
+    "choose_backend",
     "select_engine",
 ]
 
@@ -130,6 +133,105 @@ def _construct(
     return TorchEngine(package, "cpu", precision)
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend :func:`select_engine` would use here, found without building it.
+
+    Attributes
+    ----------
+    name : str
+        The backend.
+    precision : str
+        The precision it would run.
+    skipped : tuple of str
+        Why each better backend was passed over (``"auto"`` only).
+    """
+
+    name: str
+    precision: str
+    skipped: tuple[str, ...] = ()
+
+
+def _candidates(
+    preference: str, precision: Precision | None, skipped: list[str]
+) -> Iterator[tuple[str, Precision]]:
+    """Yield ``(backend, precision)`` to try in order, appending to ``skipped`` why not others.
+
+    Raises
+    ------
+    BackendUnavailable, ValueError
+        For a forced backend that cannot run or an invalid request (:func:`select_engine`).
+    """
+    if preference != "auto" and preference not in BACKENDS:
+        raise ValueError(
+            f"Unknown engine {preference!r}; choose 'auto' or one of {', '.join(BACKENDS)}."
+        )
+    if precision is not None:
+        check_precision(precision)
+    if preference != "auto":
+        supported = _PRECISIONS[preference]
+        if precision is not None and precision not in supported:
+            raise ValueError(
+                f"{preference} does not support {precision}; it runs {', '.join(supported)}."
+            )
+        status = _STATUS[preference]()
+        if not status.available:
+            reason = status.reason
+            raise BackendUnavailable(
+                reason if reason.startswith(preference) else f"{preference}: {reason}"
+            )
+        yield preference, precision or supported[0]  # type: ignore[misc]
+        return
+    for name in AUTO_ORDER:
+        supported = _PRECISIONS[name]
+        if precision is not None and precision not in supported:
+            skipped.append(f"{name}: no {precision} support")
+            continue
+        status = _STATUS[name]()
+        if not status.available:
+            reason = status.reason
+            skipped.append(reason if reason.startswith(name) else f"{name}: {reason}")
+            continue
+        yield name, precision or supported[0]  # type: ignore[misc]
+
+
+def _nothing_runs(skipped: list[str], precision: Precision | None) -> BackendUnavailable:
+    # torch-cpu runs fp32 and bf16; only fp16 can fall through every CPU backend.
+    return BackendUnavailable(
+        "no backend can run this request: "
+        + "; ".join(skipped)
+        + (". fp16 needs a GPU; use fp32 or bf16 on CPU." if precision == "fp16" else "")
+    )
+
+
+def choose_backend(
+    preference: BackendName | Literal["auto"] = "auto", *, precision: Precision | None = None
+) -> BackendChoice:
+    """Say which backend and precision :func:`select_engine` would use, building nothing.
+
+    For ``sn2n-live profile check``: quick, and it needs no model. Only constructing the
+    engine can show a failure of the backend itself (e.g. a TensorRT plan that does not
+    build), after which ``"auto"`` would go on to the next backend.
+
+    Parameters
+    ----------
+    preference : str
+        ``"auto"`` or one of :data:`BACKENDS`.
+    precision : {"fp32", "fp16", "bf16"}, optional
+        Required precision; default each backend's own.
+
+    Raises
+    ------
+    BackendUnavailable, ValueError
+        As :func:`select_engine`.
+    """
+    skipped: list[str] = []
+    first = next(_candidates(preference, precision, skipped), None)
+    if first is None:
+        raise _nothing_runs(skipped, precision)
+    return BackendChoice(*first, skipped=tuple(skipped))
+
+
 def select_engine(
     package: ModelPackage,
     preference: BackendName | Literal["auto"] = "auto",
@@ -169,45 +271,15 @@ def select_engine(
     ValueError
         For an unknown preference, or a precision the forced backend does not support.
     """
-    if preference != "auto" and preference not in BACKENDS:
-        raise ValueError(
-            f"Unknown engine {preference!r}; choose 'auto' or one of {', '.join(BACKENDS)}."
-        )
-    if precision is not None:
-        check_precision(precision)
     if tile_shapes is None:
         tile_shapes = InputShapes.for_tiles(package.patch_size, DEFAULT_BATCH)
     tile_shapes.check_multiple(package.unet.multiple)
-
-    if preference != "auto":
-        supported = _PRECISIONS[preference]
-        if precision is not None and precision not in supported:
-            raise ValueError(
-                f"{preference} does not support {precision}; it runs {', '.join(supported)}."
-            )
-        status = _STATUS[preference]()
-        if not status.available:
-            reason = status.reason
-            raise BackendUnavailable(
-                reason if reason.startswith(preference) else f"{preference}: {reason}"
-            )
-        chosen = precision or supported[0]
-        engine = _construct(preference, package, chosen, tile_shapes)
-        log.info("using %s (%s, requested)", preference, chosen)
-        return engine
-
     skipped: list[str] = []
-    for name in AUTO_ORDER:
-        supported = _PRECISIONS[name]
-        if precision is not None and precision not in supported:
-            skipped.append(f"{name}: no {precision} support")
-            continue
-        status = _STATUS[name]()
-        if not status.available:
-            reason = status.reason
-            skipped.append(reason if reason.startswith(name) else f"{name}: {reason}")
-            continue
-        chosen = precision or supported[0]
+    for name, chosen in _candidates(preference, precision, skipped):
+        if preference != "auto":
+            engine = _construct(name, package, chosen, tile_shapes)
+            log.info("using %s (%s, requested)", name, chosen)
+            return engine
         try:
             engine = _construct(name, package, chosen, tile_shapes)
         except BackendUnavailable as exc:
@@ -215,12 +287,7 @@ def select_engine(
             continue
         log.info("%s", "; ".join([*skipped, f"using {name} ({chosen})"]))
         return engine
-    # torch-cpu runs fp32 and bf16; only fp16 can fall through every CPU backend.
-    raise BackendUnavailable(
-        "no backend can run this request: "
-        + "; ".join(skipped)
-        + (". fp16 needs a GPU; use fp32 or bf16 on CPU." if precision == "fp16" else "")
-    )
+    raise _nothing_runs(skipped, precision)
 
 
 def build_denoiser(
