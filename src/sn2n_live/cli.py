@@ -319,17 +319,40 @@ def info(model: Annotated[Path, typer.Argument(help="Model package (.sn2n).")]) 
 
 @profile_app.command("check")
 @_friendly_errors
-def profile_check(file: Annotated[Path, typer.Argument(help="Profile TOML file.")]) -> None:
-    """Validate a profile and print pointed errors (field, value, what is allowed)."""
+def profile_check(
+    file: Annotated[str, typer.Argument(help="Profile TOML file or bundled profile name.")],
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            help="Only validate the file: do not load the microscope, the model or engines."
+        ),
+    ] = False,
+) -> None:
+    """Check a profile: its keys, then the microscope, model and engine it names, here.
+
+    One line per check on stdout (ok / note / error); exit code 2 if any check failed.
+    """
     from sn2n_live.profiles import load_profile
 
     profile = load_profile(file)
     sim = profile.sim
     plan = f"{sim.n_angles}x{sim.n_phases} SIM" if sim else "no pattern axis"
-    console.print(
-        f"[green]OK[/] {file}: '{profile.name}', {profile.microscope.kind} microscope, {plan}, "
-        f"{profile.acquisition.timepoints} time points, {profile.output.format}"
+    typer.echo(
+        f"ok    profile: {file}: '{profile.name}', {profile.microscope.kind} microscope, "
+        f"{plan}, {profile.acquisition.timepoints} time points, {profile.output.format}"
     )
+    if schema_only:
+        return
+    # Imported only now: the schema check above needs no pymmcore-plus, torch or engines.
+    from sn2n_live.acquisition import check_profile
+
+    findings = check_profile(profile)
+    for finding in findings:
+        typer.echo(f"{finding.level:5s} {finding.topic}: {finding.message}")
+    errors = sum(f.level == "error" for f in findings)
+    if errors:
+        typer.echo(f"{errors} problem(s): fix them before `sn2n-live pilot` or `acquire`")
+        raise typer.Exit(code=2)
 
 
 @profile_app.command("list")

@@ -8,9 +8,10 @@ name the field, the value given and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -200,11 +201,43 @@ def _describe(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: {err.error_count()} problem(s)"]
     for problem in err.errors():
         field = ".".join(str(p) for p in problem["loc"]) or "(profile)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {field}: {_unknown_key(problem['loc'])}")
+            continue
         message = problem["msg"].removeprefix("Value error, ")
         given = problem.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {field}: {message}{shown}")
     return "\n".join(lines)
+
+
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    """Describe an unknown key: a did-you-mean and the keys its section allows."""
+    *parents, key = (str(part) for part in loc)
+    model = _section_model(parents)
+    if model is None:
+        return "unknown key"
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    section = f"[{'.'.join(parents)}]" if parents else "the top level"
+    return f"unknown key; {hint}{section} allows: {', '.join(allowed)} (docs/profiles.md)"
+
+
+def _section_model(parents: list[str]) -> type[BaseModel] | None:
+    """Return the pydantic model of the section at ``parents`` (e.g. ``["camera"]``)."""
+    model: type[BaseModel] = Profile
+    for name in parents:
+        field = model.model_fields.get(name)
+        if field is None:
+            return None
+        # Optional sections (``sim: SIMPlan | None``) are unions: take the model in them.
+        candidates = [field.annotation, *get_args(field.annotation)]
+        found = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
+    return model
 
 
 def _resolve_paths(profile: Profile, base: Path) -> Profile:

@@ -4,6 +4,7 @@ This package never imports Qt: previews poll :meth:`LiveDenoiseHandler.latest` o
 connect to its psygnal signals.
 """
 
+from sn2n_live.acquisition._check import Finding, check_profile
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
 from sn2n_live.acquisition._live import (
     FrameDenoiser,
@@ -32,6 +33,7 @@ from sn2n_live.acquisition._simulated import (
 from sn2n_live.acquisition._stats import LiveStats
 
 __all__ = [
+    "Finding",
     "FrameDenoiser",
     "LatestPair",
     "LiveDenoiseEvents",
@@ -46,6 +48,7 @@ __all__ = [
     "acquire_pilot",
     "build_events",
     "build_profile_denoiser",
+    "check_profile",
     "check_run_folder",
     "create_demo_core",
     "create_simulated_microscope",
