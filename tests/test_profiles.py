@@ -72,3 +72,56 @@ def test_tile_whole_means_whole_frame(tmp_path):
     file.write_text('name = "w"\n[denoise]\ntile = "all"\n')
     with pytest.raises(ProfileError, match=r"denoise\.tile"):
         load_profile(file)
+
+
+def _leaf_fields(model, prefix=""):
+    """(dotted key, pydantic field) of every scalar key of the profile schema."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        nested = [
+            c
+            for c in (annotation, *get_args(annotation))
+            if isinstance(c, type) and issubclass(c, BaseModel)
+        ]
+        if nested:
+            yield from _leaf_fields(nested[0], f"{prefix}{name}.")
+        else:
+            yield prefix + name, field
+
+
+def _toml(value):
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def test_docs_list_every_profile_key_with_its_default():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "profiles.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 6 and cells[1].startswith("`"):
+            rows[cells[1].strip("`")] = (cells[2], cells[3].strip("`"), cells[4])
+    fields = dict(_leaf_fields(Profile))
+    assert len(fields) > 30 and "sim.pattern_source" in fields
+    for key, field in fields.items():
+        assert key in rows, f"docs/profiles.md has no row for {key}"
+        kind, documented, meaning = rows[key]
+        default = "required" if field.is_required() else _toml(field.default)
+        assert documented == default, f"{key}: docs say {documented}, the schema {default}"
+        assert kind and meaning, key
+    assert sorted(set(rows) - set(fields)) == [], "docs/profiles.md lists keys that do not exist"
