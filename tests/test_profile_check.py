@@ -153,3 +153,22 @@ def test_bundled_demo_profiles_pass_the_check():
         assert result.exit_code == 0, result.output
         assert "ok    camera: 'Camera': 256x256 px" in result.stdout
         assert "note  model: no denoise.model" in result.stdout
+
+
+def test_fp16_without_a_gpu_is_refused_before_acquiring(tmp_path, model_file):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 runs here")
+    profile = _demo_profile(tmp_path, '[denoise]\nprecision = "fp16"\n')
+    check = runner.invoke(app, ["profile", "check", str(profile)])
+    assert check.exit_code == 2
+    (engine,) = _lines(check.stdout, "error engine:")
+    assert engine.endswith("set denoise.precision = 'fp32' (or remove it) on this machine")
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app, ["acquire", "-p", str(profile), "-m", str(model_file), "-o", str(run)]
+    )
+    assert result.exit_code == 2
+    assert "fp16 needs a GPU" in result.output and "Traceback" not in result.output
+    assert not run.exists()

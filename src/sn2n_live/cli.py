@@ -397,6 +397,7 @@ def acquire(
 ) -> None:
     """Run a live acquisition: raw and denoised saved side by side, with run.json."""
     from sn2n_live.acquisition import acquire_live, build_profile_denoiser, check_run_folder
+    from sn2n_live.engine import choose_backend
     from sn2n_live.profiles import load_profile
 
     prof = load_profile(profile)
@@ -404,7 +405,9 @@ def acquire(
     if model_path is None:
         raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
     package = _load_model(model_path)
-    # Before the microscope is opened: no sample is exposed for a run that cannot be saved.
+    # Before the microscope is opened: no sample is exposed for a run that cannot be saved
+    # or denoised (the engine is built later, in the denoise process).
+    choose_backend(prof.denoise.engine, precision=prof.denoise.precision)
     check_run_folder(out)
     # A factory, so that the denoiser can be built in the denoise process.
     denoiser = functools.partial(build_profile_denoiser, prof, package)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import mmap
 import os
 import pickle
@@ -71,6 +72,7 @@ __all__ = ["ProcessLiveDenoiseHandler"]
 # generation this process copied out.
 _RAW_DONE, _PAIR_GEN, _PAIR_TAKEN = 0, 1, 2
 _N_COUNTERS = 3
+_log = logging.getLogger("sn2n_live.acquisition")
 _POLL_S = 0.002
 # What the child needs from pymmcore-plus's frame metadata (the rest stays here).
 _META_KEYS = ("runner_time_ms", "exposure_ms", "hardware_triggered", "pixel_size_um")
@@ -479,7 +481,9 @@ class ProcessLiveDenoiseHandler:
         exc_type, message, tb = payload
         if exc_type == "ValueError":
             raise ValueError(message)
-        raise RuntimeError(f"the denoise process failed to start: {exc_type}: {message}\n{tb}")
+        # The message is the user's answer; the child's traceback is for `--verbose`.
+        _log.debug("denoise process traceback:\n%s", tb)
+        raise RuntimeError(f"the denoise process failed to start: {exc_type}: {message}")
 
     def _read_loop(self) -> None:
         try:
