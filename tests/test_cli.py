@@ -205,6 +205,11 @@ def test_pilot_then_acquire_on_the_simulated_microscope(model_file, tmp_path):
     assert run["counts"]["raw_written"] == run["counts"]["denoised_written"] == 18
 
 
+def _text(result) -> str:
+    """The command's output as one line: rich wraps long lines at the terminal width."""
+    return " ".join(result.output.split())
+
+
 def _read_only_dir(tmp_path):
     """A folder no file can be made in: read-only for a normal user, /sys for root."""
     import os
@@ -227,11 +232,11 @@ def test_train_refuses_an_unwritable_output_before_training(pilot_file, tmp_path
     ro = _read_only_dir(tmp_path)
     result = runner.invoke(app, ["train", str(pilot_file), "--out", str(ro / "m.sn2n")])
     assert result.exit_code == 2
-    assert "cannot write the model package in" in result.output
+    assert "cannot write the model package in" in _text(result)
     assert "Training on" not in result.output  # refused before the data were even read
     existing = runner.invoke(app, ["train", str(pilot_file), "--out", str(model_file)])
     assert existing.exit_code == 2
-    assert "pass --overwrite to replace it" in existing.output
+    assert "pass --overwrite to replace it" in _text(existing)
 
 
 def test_denoise_checks_outputs_first_and_leaves_nothing_on_failure(
@@ -241,11 +246,11 @@ def test_denoise_checks_outputs_first_and_leaves_nothing_on_failure(
     args = ["denoise", str(pilot_file), "--model", str(model_file), "--engine", "torch-cpu"]
     assert runner.invoke(app, [*args, "--out", str(out), "--risk"]).exit_code == 0
     again = runner.invoke(app, [*args, "--out", str(out), "--risk"])
-    assert again.exit_code == 2 and "pass --overwrite to replace it" in again.output
+    assert again.exit_code == 2 and "pass --overwrite to replace it" in _text(again)
     # Only the risk map is in the way: refused before denoising, nothing written.
     (tmp_path / "new" / "second.risk.ome.zarr").mkdir()
     blocked = runner.invoke(app, [*args, "--out", str(tmp_path / "new/second.ome.zarr"), "--risk"])
-    assert blocked.exit_code == 2 and "risk map" in blocked.output
+    assert blocked.exit_code == 2 and "risk map" in _text(blocked)
     assert not (tmp_path / "new" / "second.ome.zarr").exists()
 
     nan = tmp_path / "nan.tif"
@@ -269,7 +274,9 @@ def test_missing_model_says_how_to_make_one(pilot_file, tmp_path):
     missing = tmp_path / "none.sn2n"
     result = runner.invoke(app, ["denoise", str(pilot_file), "-m", str(missing), "-o", "x.tif"])
     assert result.exit_code == 2
-    assert f"sn2n-live train PILOT.ome.tiff --out {missing}" in result.output
+    text = _text(result)
+    assert "is not a model package; train one with `sn2n-live train PILOT.ome.tiff --out" in text
+    assert text.endswith("none.sn2n`")
     assert "save_package" not in result.output
 
 
@@ -282,7 +289,6 @@ def test_acquire_into_an_unwritable_folder_fails_in_one_line(model_file, tmp_pat
     out = _read_only_dir(tmp_path) / "run"
     result = runner.invoke(app, ["acquire", "--profile", str(profile), "--out", str(out)])
     assert result.exit_code == 2
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    joined = " ".join(lines)
+    joined = _text(result)
     assert joined.startswith(f"error: cannot write the run folder in {out}")
     assert "run.json" not in joined and "catching up" not in joined
