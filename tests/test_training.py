@@ -13,10 +13,12 @@ from sn2n_live.method._training import (
     TrainingConfig,
     _cosine_factor,
     _sn2n_loss,
+    _time_left,
     data_sha256,
     make_batches,
     make_training_pairs,
     random_dihedral,
+    signal_to_noise_ratio,
     train,
 )
 from sn2n_live.method._twins import make_twins, make_twins_tensor
@@ -325,15 +327,52 @@ def test_time_budget_stops_cleanly_with_a_usable_package(frames, tmp_path):
     with torch.no_grad():
         out = package.build_model()(torch.rand(1, 1, 32, 32))
     assert torch.isfinite(out).all()
-    # A partial epoch is never checkpointed.
+    # A partial epoch is never checkpointed, and the package says how long one would take.
     if stats["epochs_completed"] == 0:
         assert not ckpt.exists()
+        assert "inside the first epoch" in stats["notes"][0]
+        assert f"of {stats['steps_per_epoch']} steps" in stats["notes"][0]
+    else:
+        assert stats["notes"] == []
+
+
+@pytest.mark.parametrize("value", [0, 100])
+def test_constant_frames_are_refused(value):
+    frames = np.full((2, 96, 96), value, dtype=np.uint16)
+    with pytest.raises(ValueError, match=rf"constant \({value} everywhere"):
+        train(frames, _config(epochs=1), progress=False)
+
+
+def test_frames_without_signal_are_refused_with_what_to_do():
+    # The walkthrough's pilot: 0.014 photons of signal under 1.5 e- read noise.
+    rng = np.random.default_rng(0)
+    dark = rng.poisson(0.014, (9, 96, 96)) + rng.normal(100.0, 1.5, (9, 96, 96))
+    with pytest.raises(ValueError, match=r"no signal above their noise.*dose of the live run"):
+        train(dark.astype(np.float32), _config(epochs=1), progress=False)
+
+
+def test_signal_ratio_separates_noise_from_faint_structure():
+    rng = np.random.default_rng(1)
+    noise_ratio, floor = signal_to_noise_ratio(rng.poisson(50.0, (9, 128, 128)))
+    assert noise_ratio <= floor < 1.05
+    faint = _blobs(2, n_blobs=14, seed=2)
+    ratio, floor = signal_to_noise_ratio(faint)
+    assert ratio > floor
+
+
+def test_time_left_is_capped_by_the_budget():
+    # 10 steps took 5 s: 1000 steps left would take 500 s, but the budget ends in 60 s.
+    assert _time_left(5.0, 10, 1000, 60.0) == "0:01:00"
+    assert _time_left(5.0, 10, 1000, None) == "0:08:20"
+    assert _time_left(0.0, 0, 1000, None) == "-"
 
 
 def test_early_stopping_on_pure_noise():
     rng = np.random.default_rng(3)
     noise = (rng.poisson(50.0, size=(2, 96, 96)) + 100).astype(np.uint16)
-    package = train(noise, _config(epochs=40, patience=1, lr=1e-2), progress=False)
+    package = train(
+        noise, _config(epochs=40, patience=1, lr=1e-2), progress=False, check_signal=False
+    )
     stats = package.training
     assert stats["stopped_reason"] == "early_stopping"
     assert stats["epochs_run"] < 40

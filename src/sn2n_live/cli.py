@@ -172,10 +172,13 @@ def train(
     path = save_package(package, out)
     stats = package.training
     console.print(
-        f"[green]Saved[/] {path}  (mode {package.resolved_mode}, "
-        f"epochs {stats.get('epochs_run')}, best val loss {stats.get('best_val_loss'):.4g}, "
-        f"stopped: {stats.get('stopped_reason')})"
+        f"[green]Saved[/] {path}  (mode {package.resolved_mode}, epochs completed "
+        f"{stats['epochs_completed']}/{config.epochs}, steps {stats['steps']} "
+        f"({stats['steps_per_epoch']} per epoch), best val loss {stats['best_val_loss']:.4g}, "
+        f"stopped: {stats['stopped_reason']})"
     )
+    for note in stats["notes"]:
+        console.print(f"[yellow]warning:[/] {note}")
 
 
 def _load_model(path: Path) -> Any:

@@ -29,7 +29,13 @@ from sn2n_live.method._risk import (
     normalize_tiles,
 )
 from sn2n_live.method._tiling import TilePlan, fit_tile, gaussian_window, plan_tiles
-from sn2n_live.method._training import TrainingConfig, TrainingPairs, make_training_pairs, train
+from sn2n_live.method._training import (
+    TrainingConfig,
+    TrainingPairs,
+    make_training_pairs,
+    signal_to_noise_ratio,
+    train,
+)
 from sn2n_live.method._twins import (
     UpsampleMode,
     diagonal_twins,
@@ -83,5 +89,6 @@ __all__ = [
     "plan_tiles",
     "risk_fraction",
     "save_package",
+    "signal_to_noise_ratio",
     "train",
 ]

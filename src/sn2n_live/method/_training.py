@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 
 import sn2n_live
 from sn2n_live.method._package import InferenceMode, ModelPackage
@@ -377,7 +377,51 @@ def _check_frames(frames: np.ndarray, config: TrainingConfig) -> np.ndarray:
                 f"training frames contain {int(bad.sum())} NaN/inf values (first at index "
                 f"{where}); clean or mask them before training"
             )
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise ValueError(
+            f"training frames are constant ({lo:g} everywhere in all {n} frames): there is "
+            "nothing to learn; check the camera, shutter and laser, and acquire pilot "
+            "frames of the sample"
+        )
     return arr
+
+
+def signal_to_noise_ratio(frames: np.ndarray) -> tuple[float, float]:
+    """Variance of the diagonal twins' sum over that of their difference, and its noise floor.
+
+    The two diagonals of every 2x2 cell see the same content with independent noise, so
+    ``var(A + B) / var(A - B)`` is 1 for pure noise (to within ``floor - 1``, three
+    standard errors for the pixel count) and grows with the signal's variance.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(N, H, W)`` frames, each at least 2x2.
+
+    Returns
+    -------
+    tuple of float
+        The ratio and the largest value pure noise reaches (refuse below it).
+    """
+    x = np.asarray(frames, dtype=np.float64)
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    a, b = x[:, 0:h:2, 0:w:2], x[:, 1:h:2, 1:w:2]
+    difference = float(np.var(a - b))
+    ratio = float(np.var(a + b)) / difference if difference > 0 else math.inf
+    return ratio, 1.0 + 3.0 * math.sqrt(4.0 / a.size)
+
+
+def _check_signal(frames: np.ndarray) -> None:
+    ratio, floor = signal_to_noise_ratio(frames)
+    if ratio <= floor:
+        raise ValueError(
+            f"training frames show no signal above their noise (twin sum/difference "
+            f"variance ratio {ratio:.3f}, pure noise reaches {floor:.3f}): a model trained "
+            "on them would learn nothing. Acquire the pilot at the dose of the live run "
+            "(laser power, exposure) on the sample (from Python, train(..., check_signal=False) "
+            "trains on noise deliberately)"
+        )
 
 
 def _frame_twins(
@@ -714,6 +758,19 @@ def _load_checkpoint(
     return payload
 
 
+def _time_left(
+    stepping_s: float, steps_done: int, steps_left: int, budget_left_s: float | None
+) -> str:
+    """``H:MM:SS`` until training ends: the step rate's estimate, capped by the budget."""
+    left = stepping_s / steps_done * steps_left if steps_done else math.inf
+    if budget_left_s is not None:
+        left = min(left, max(0.0, budget_left_s))
+    if not math.isfinite(left):
+        return "-"
+    minutes, seconds = divmod(round(left), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
 def _progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("epoch {task.fields[epoch]}"),
@@ -721,7 +778,7 @@ def _progress_bar(enabled: bool) -> Progress:
         TextColumn("step {task.fields[step]}"),
         TextColumn("train {task.fields[train]}"),
         TextColumn("val {task.fields[val]}"),
-        TimeRemainingColumn(),
+        TextColumn("left {task.fields[left]}"),
         # stderr keeps stdout clean for command-line pipelines.
         console=Console(stderr=True),
         disable=not enabled,
@@ -736,6 +793,7 @@ def train(
     checkpoint_path: Path | None = None,
     progress: bool = True,
     camera_offset_adu: float | None = None,
+    check_signal: bool = True,
 ) -> ModelPackage:
     """Train an Adaptive-SN2N denoiser on noisy frames and return it as a model package.
 
@@ -757,6 +815,9 @@ def train(
         Show a rich progress bar on stderr (epoch, step, losses, ETA); silent when False.
     camera_offset_adu : float or None
         Camera offset to record in the package for later inference.
+    check_signal : bool
+        Refuse frames with no signal above their noise (:func:`signal_to_noise_ratio`);
+        False trains on them anyway (tests of the training loop on pure noise).
 
     Returns
     -------
@@ -767,12 +828,14 @@ def train(
     Raises
     ------
     ValueError
-        For unusable frames (wrong shape or dtype, NaN/inf, smaller than the patch, fewer
-        than two windows), an unavailable device, or a checkpoint that is unreadable or was
-        written for other frames or settings.
+        For unusable frames (wrong shape or dtype, NaN/inf, constant, no signal above the
+        noise, smaller than the patch, fewer than two windows), an unavailable device, or
+        a checkpoint that is unreadable or was written for other frames or settings.
     """
     started = time.monotonic()
     checked = _check_frames(frames, config)
+    if check_signal:
+        _check_signal(checked)
     data_hash = data_sha256(checked)
     fingerprint = _fingerprint(data_hash, config)
     device = resolve_device(config.device)
@@ -836,7 +899,9 @@ def train(
             step="-",
             train="-",
             val=f"{run.val_loss[-1]:.4f}" if run.val_loss else "-",
+            left=_time_left(0.0, 0, 0, None if deadline is None else deadline - time.monotonic()),
         )
+        steps_at_start, stepping_since = run.steps, time.monotonic()
         while run.epoch < config.epochs:
             if run.since_best >= config.patience:
                 stopped = "early_stopping"
@@ -868,6 +933,12 @@ def train(
                         epoch=f"{run.epoch + 1}/{config.epochs}",
                         step=f"{steps}/{len(batches)}",
                         train=f"{float(loss_sum) / steps:.4f}",
+                        left=_time_left(
+                            time.monotonic() - stepping_since,
+                            run.steps - steps_at_start,
+                            total_steps - run.epoch * steps_per_epoch - steps,
+                            None if deadline is None else deadline - time.monotonic(),
+                        ),
                     )
                 if deadline is not None and time.monotonic() > deadline:
                     timed_out = True
@@ -937,6 +1008,15 @@ def _build_package(
     camera_offset_adu: float | None,
 ) -> ModelPackage:
     state = run.best_state if run.best_state is not None else _cpu_state(model)
+    notes = []
+    if stopped == "time_budget" and run.epoch == 0 and run.steps:
+        epoch_minutes = run.seconds / run.steps * steps_per_epoch / 60.0
+        notes.append(
+            f"the time budget ended inside the first epoch, after {run.steps} of "
+            f"{steps_per_epoch} steps: one epoch takes about {epoch_minutes:.1f} min here; "
+            f"give at least {math.ceil(epoch_minutes * 1.2)} min for one whole epoch "
+            "(the model saw part of the data once)"
+        )
     training = {
         "n_pairs_train": n_train,
         "n_pairs_val": n_val,
@@ -953,6 +1033,7 @@ def _build_package(
         "lr": list(run.lr),
         "high_risk_fraction": pairs.high_risk_fraction,
         "dataset_high_risk_fraction": pairs.dataset_high_risk_fraction,
+        "notes": notes,
     }
     provenance = {
         "data_sha256": data_hash,
