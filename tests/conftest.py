@@ -6,7 +6,9 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import gc
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +64,18 @@ class StoppingRelay(threading.Thread):
 def stopping_relay() -> type[StoppingRelay]:
     """The :class:`StoppingRelay` class (test modules cannot import conftest)."""
     return StoppingRelay
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A folder no file can be made in: read-only for a normal user, /sys for root."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return Path("/sys")
+    pytest.skip("no read-only folder to test with")

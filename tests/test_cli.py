@@ -210,26 +210,10 @@ def _text(result) -> str:
     return " ".join(result.output.split())
 
 
-def _read_only_dir(tmp_path):
-    """A folder no file can be made in: read-only for a normal user, /sys for root."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    try:
-        tempfile.mkstemp(dir="/sys")
-    except OSError:
-        return Path("/sys")
-    pytest.skip("no read-only folder to test with")
-
-
-def test_train_refuses_an_unwritable_output_before_training(pilot_file, tmp_path, model_file):
-    ro = _read_only_dir(tmp_path)
+def test_train_refuses_an_unwritable_output_before_training(
+    pilot_file, tmp_path, model_file, unwritable_dir
+):
+    ro = unwritable_dir
     result = runner.invoke(app, ["train", str(pilot_file), "--out", str(ro / "m.sn2n")])
     assert result.exit_code == 2
     assert "cannot write the model package in" in _text(result)
@@ -280,13 +264,13 @@ def test_missing_model_says_how_to_make_one(pilot_file, tmp_path):
     assert "save_package" not in result.output
 
 
-def test_acquire_into_an_unwritable_folder_fails_in_one_line(model_file, tmp_path):
+def test_acquire_into_an_unwritable_folder_fails_in_one_line(model_file, tmp_path, unwritable_dir):
     profile = tmp_path / "small.toml"
     profile.write_text(
         'name = "small"\n[microscope.simulated]\nshape = [256, 256]\n'
         f'[denoise]\nmodel = "{model_file}"\n'
     )
-    out = _read_only_dir(tmp_path) / "run"
+    out = unwritable_dir / "run"
     result = runner.invoke(app, ["acquire", "--profile", str(profile), "--out", str(out)])
     assert result.exit_code == 2
     joined = _text(result)

@@ -364,15 +364,12 @@ def test_bad_options_fail_before_the_acquisition(denoiser, tmp_path):
 
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])
-def test_an_unwritable_run_folder_is_refused_before_the_mda(core, denoiser, tmp_path, isolation):
+def test_an_unwritable_run_folder_is_refused_before_the_mda(
+    core, denoiser, unwritable_dir, isolation
+):
     from sn2n_live._outputs import OutputPathError
 
-    if os.geteuid() != 0:
-        parent = tmp_path / "read-only"
-        parent.mkdir()
-        parent.chmod(0o555)
-    else:
-        parent = Path("/sys")  # read-only even for root
+    parent = unwritable_dir
     frames = []
     core.mda.events.frameReady.connect(lambda *args: frames.append(1))
     events = _sim_events(1)

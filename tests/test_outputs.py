@@ -1,6 +1,5 @@
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +23,6 @@ def umask_027():
     old = os.umask(0o027)
     yield 0o640
     os.umask(old)
-
-
-def unwritable_dir(tmp_path: Path) -> Path:
-    """A folder no file can be made in: read-only for a normal user, /sys for root."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    try:
-        tempfile.mkstemp(dir="/sys")
-    except OSError:
-        return Path("/sys")
-    pytest.skip("no read-only folder to test with")
 
 
 def test_written_files_follow_the_umask(tmp_path, umask_027):
@@ -108,8 +93,8 @@ def test_check_output_names_the_fix(tmp_path):
         check_output(a_file / "x.ome.tif")
 
 
-def test_unwritable_folder_is_refused_with_one_line(tmp_path):
-    folder = unwritable_dir(tmp_path)
+def test_unwritable_folder_is_refused_with_one_line(unwritable_dir):
+    folder = unwritable_dir
     with pytest.raises(OutputPathError) as info:
         check_writable_dir(folder / "run", what="run folder")
     message = str(info.value)
