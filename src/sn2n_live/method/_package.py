@@ -483,7 +483,7 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
         what = "is a directory" if target.is_dir() else "does not exist"
         raise ModelPackageError(
             f"Model package {target} {what}. Pass the path of a .sn2n file written by "
-            "training (save_package)."
+            "`sn2n-live train` (or sn2n_live.method.save_package)."
         )
     raw_manifest, raw_weights = _read_members(target)
     manifest = _parse_manifest(target, raw_manifest)
