@@ -39,12 +39,21 @@ class OutputPathError(ValueError):
     """An output path that cannot be written; the message says how to fix it."""
 
 
-def file_mode() -> int:
-    """Return the mode a new file gets from ``open()`` under the current umask."""
-    # The umask can only be read by setting it; set it straight back.
+def _current_umask() -> int:
+    # Linux reports the umask without changing it. Setting and restoring it (the only
+    # portable way) briefly changes it for every thread, e.g. a writer creating chunks.
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def file_mode() -> int:
+    """Return the mode a new file gets from ``open()`` under the current umask."""
+    return 0o666 & ~_current_umask()
 
 
 def follow_umask(store: Path) -> None:
