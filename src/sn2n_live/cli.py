@@ -181,19 +181,6 @@ def train(
         console.print(f"[yellow]warning:[/] {note}")
 
 
-def _load_model(path: Path) -> Any:
-    """Load a model package; a missing file gets the command that makes one."""
-    from sn2n_live.method import load_package
-
-    if not path.is_file():
-        what = "is a folder, not" if path.is_dir() else "is not"
-        raise CliError(
-            f"{path} {what} a model package; train one with "
-            f"`sn2n-live train PILOT.ome.tiff --out {path}`"
-        )
-    return load_package(path)
-
-
 def _parse_tile(tile: str) -> int | None:
     if tile == "whole":
         return None
@@ -227,6 +214,7 @@ def denoise(
     from sn2n_live._outputs import check_output
     from sn2n_live.engine import build_denoiser
     from sn2n_live.io import StackWriter, open_stack
+    from sn2n_live.method import load_package
 
     if dtype not in ("float32", "uint16"):
         raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
@@ -235,7 +223,7 @@ def denoise(
     for path, what in ((out, "output"), (risk_out, "risk map")):
         if path is not None:
             check_output(path, overwrite=overwrite, overwrite_hint="--overwrite", what=what)
-    package = _load_model(model)
+    package = load_package(model)
     stack = open_stack(input)
     denoiser = build_denoiser(
         package,
@@ -302,7 +290,9 @@ def _risk_path(out: Path) -> Path:
 @_friendly_errors
 def info(model: Annotated[Path, typer.Argument(help="Model package (.sn2n).")]) -> None:
     """Show a model package's architecture, normalization and provenance."""
-    package = _load_model(model)
+    from sn2n_live.method import load_package
+
+    package = load_package(model)
     summary = {
         "sha256": package.sha256,
         "unet": package.unet.model_dump(),
@@ -401,13 +391,14 @@ def acquire(
     """Run a live acquisition: raw and denoised saved side by side, with run.json."""
     from sn2n_live.acquisition import acquire_live, build_profile_denoiser, check_run_folder
     from sn2n_live.engine import choose_backend
+    from sn2n_live.method import load_package
     from sn2n_live.profiles import load_profile
 
     prof = load_profile(profile)
     model_path = model or prof.denoise.model
     if model_path is None:
         raise CliError("No model: pass --model MODEL.sn2n or set denoise.model in the profile")
-    package = _load_model(model_path)
+    package = load_package(model_path)
     # Before the microscope is opened: no sample is exposed for a run that cannot be saved
     # or denoised (the engine is built later, in the denoise process).
     choose_backend(prof.denoise.engine, precision=prof.denoise.precision)
@@ -486,10 +477,11 @@ def engine_build(
     import time
 
     from sn2n_live.engine import build_engine_plan
+    from sn2n_live.method import load_package
     from sn2n_live.profiles import load_profile
 
     prof = load_profile(profile)
-    package = _load_model(model)
+    package = load_package(model)
     start = time.perf_counter()
     with console.status("building TensorRT plan (this takes minutes the first time)"):
         path = build_engine_plan(

@@ -482,8 +482,8 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
     if not target.is_file():
         what = "is a directory" if target.is_dir() else "does not exist"
         raise ModelPackageError(
-            f"Model package {target} {what}. Pass the path of a .sn2n file written by "
-            "`sn2n-live train` (or sn2n_live.method.save_package)."
+            f"{target} {what}, so it is not a model package; train one with "
+            f"`sn2n-live train PILOT.ome.tiff --out {target}`"
         )
     raw_manifest, raw_weights = _read_members(target)
     manifest = _parse_manifest(target, raw_manifest)
