@@ -1407,32 +1407,28 @@ class LiveDenoiseHandler:
     def _record_error(
         self, where: str, exc: BaseException, frame: int | None, item: _Frame | None = None
     ) -> None:
-        message = str(exc)[:2000]
+        key = (where, type(exc).__name__, str(exc)[:2000])
+        # One lock for the look-up and the append: two threads failing alike make one entry.
         with self._errors_lock:
             # A failure that repeats (run.json every heartbeat, every frame) is one entry
             # with a count, logged once, not a line per occurrence.
             for seen in self._errors:
-                if (seen["where"], seen["type"], seen["message"]) == (
-                    where,
-                    type(exc).__name__,
-                    message,
-                ):
+                if (seen["where"], seen["type"], seen["message"]) == key:
                     seen["count"] = seen.get("count", 1) + 1
                     return
-        entry: dict[str, Any] = {
-            "where": where,
-            "type": type(exc).__name__,
-            "message": message,
-            "frame": frame,
-            "time": _dt.datetime.now(_dt.UTC).isoformat(),
-        }
-        if item is not None:
-            entry["index"] = _frame_metadata(item)["index"]
-        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        entry["traceback"] = "".join(tb[-6:])[-4000:]
-        # Bounded: a per-frame failure must not grow memory without limit.
-        with self._errors_lock:
+            # Bounded: a per-frame failure must not grow memory without limit.
             if len(self._errors) < 100:
+                entry: dict[str, Any] = {
+                    "where": where,
+                    "type": key[1],
+                    "message": key[2],
+                    "frame": frame,
+                    "time": _dt.datetime.now(_dt.UTC).isoformat(),
+                }
+                if item is not None:
+                    entry["index"] = _frame_metadata(item)["index"]
+                tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+                entry["traceback"] = "".join(tb[-6:])[-4000:]
                 self._errors.append(entry)
         _log.error("%s: %s: %s", where, type(exc).__name__, exc)
 
