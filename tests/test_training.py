@@ -465,3 +465,45 @@ def test_twin_training_records_its_recipe_and_cosine_resume_keeps_epochs(frames,
     assert package.training["steps"] == 2 * package.training["steps_per_epoch"]
     with pytest.raises(ValueError, match="epochs"):
         train(frames, config.model_copy(update={"epochs": 4}), resume_from=ckpt, progress=False)
+
+
+# --------------------------------------------------------------------------- init
+
+
+@pytest.fixture(scope="module")
+def twin_run(frames):
+    return train(frames, _config(recipe="twin", epochs=3), progress=False)
+
+
+def test_init_starts_from_the_given_weights(twin_run, frames):
+    scratch = train(frames, _config(recipe="twin", epochs=1), progress=False)
+    tuned = train(frames, _config(recipe="twin", epochs=1), progress=False, init=twin_run)
+    # The same split and the initial weights: the first epoch starts where they ended.
+    assert tuned.training["val_loss"][0] < scratch.training["val_loss"][0]
+    assert tuned.training["val_loss"][0] < 1.1 * twin_run.training["best_val_loss"]
+    assert tuned.provenance["init"]["weights_sha256"] == twin_run.sha256
+    assert scratch.provenance["init"] is None
+
+
+def test_init_weights_are_kept_when_no_epoch_beats_them(twin_run, frames):
+    # A learning rate this large wrecks the (linear-head) network in its first steps.
+    config = _config(recipe="twin", epochs=1, lr=50.0)
+    wrecked = train(frames, config, progress=False, init=twin_run)
+    assert wrecked.training["best_epoch"] == 0
+    assert wrecked.training["val_loss"][0] > wrecked.training["best_val_loss"]
+    assert wrecked.sha256 == twin_run.sha256
+    assert any("initial weights unchanged" in note for note in wrecked.training["notes"])
+
+
+def test_init_must_match_the_network_and_twins(base_run, frames):
+    trained, _ = base_run
+    with pytest.raises(ValueError, match="init: .*unet: package"):
+        train(frames, _config(unet=UNetConfig(depth=2, base_channels=8)), init=trained)
+    with pytest.raises(ValueError, match="init: .*upsample: package 'official', run 'exact'"):
+        train(frames, _config(upsample="exact"), init=trained)
+
+
+def test_resume_refuses_a_run_with_other_initial_weights(base_run, frames):
+    trained, ckpt = base_run
+    with pytest.raises(ValueError, match="other initial weights"):
+        train(frames, _config(epochs=5), resume_from=ckpt, init=trained, progress=False)

@@ -650,9 +650,45 @@ def _split(
     return torch.from_numpy(np.sort(order[n_val:])), torch.from_numpy(np.sort(order[:n_val]))
 
 
-def _fingerprint(data_hash: str, config: TrainingConfig) -> dict[str, str]:
+def _fingerprint(
+    data_hash: str, config: TrainingConfig, init: ModelPackage | None
+) -> dict[str, str]:
     settings = config.model_dump(mode="json", exclude=set(_resumable_fields(config)))
-    return {"data_sha256": data_hash, "config": json.dumps(settings, sort_keys=True)}
+    return {
+        "data_sha256": data_hash,
+        "config": json.dumps(settings, sort_keys=True),
+        "init_sha256": "" if init is None else init.sha256,
+    }
+
+
+def _init_record(init: ModelPackage) -> dict[str, Any]:
+    """Return what a fine-tuned package records of its initial weights."""
+    return {
+        "weights_sha256": init.sha256,
+        "name": init.provenance.get("name"),
+        "data_sha256": init.provenance.get("data_sha256"),
+        "created": init.provenance.get("created"),
+    }
+
+
+def _check_init(init: ModelPackage, config: TrainingConfig) -> None:
+    """Refuse initial weights that this run's network or twins cannot continue from."""
+    wanted = {
+        "unet": config.unet_config,
+        "inference": config.inference,
+        "scale": config.scale,
+        "upsample": config.upsample,
+        "compensate": config.compensate,
+    }
+    got = {name: getattr(init, name) for name in wanted}
+    differ = [name for name in wanted if got[name] != wanted[name]]
+    if differ:
+        shown = "; ".join(f"{name}: package {got[name]!r}, run {wanted[name]!r}" for name in differ)
+        raise ValueError(
+            f"init: the initial model was trained with other settings ({shown}); train with "
+            "the settings it was trained with (the shipped pretrained model: recipe 'twin', "
+            "preset 'lite') or without init"
+        )
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -747,6 +783,11 @@ def _load_checkpoint(
             f"{saved['data_sha256'][:12]}…, these frames {fingerprint['data_sha256'][:12]}…); "
             "resume with the same frames or start a fresh run"
         )
+    if saved.get("init_sha256", "") != fingerprint["init_sha256"]:
+        raise ValueError(
+            f"resume_from: {path} was written for a run with other initial weights (init); "
+            "resume with the init it started from or start a fresh run"
+        )
     if saved["config"] != fingerprint["config"]:
         old, new = json.loads(saved["config"]), json.loads(fingerprint["config"])
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
@@ -794,6 +835,7 @@ def train(
     progress: bool = True,
     camera_offset_adu: float | None = None,
     check_signal: bool = True,
+    init: ModelPackage | None = None,
 ) -> ModelPackage:
     """Train an Adaptive-SN2N denoiser on noisy frames and return it as a model package.
 
@@ -818,6 +860,11 @@ def train(
     check_signal : bool
         Refuse frames with no signal above their noise (:func:`signal_to_noise_ratio`);
         False trains on them anyway (tests of the training loop on pure noise).
+    init : ModelPackage or None
+        Initial weights (fine-tuning), e.g. :func:`pretrained_package`; its network and
+        twin settings must equal this run's. Its validation loss on these frames is the
+        bar to beat: if no epoch improves on it, the package keeps the initial weights.
+        None starts from a seeded random initialization.
 
     Returns
     -------
@@ -836,8 +883,10 @@ def train(
     checked = _check_frames(frames, config)
     if check_signal:
         _check_signal(checked)
+    if init is not None:
+        _check_init(init, config)
     data_hash = data_sha256(checked)
-    fingerprint = _fingerprint(data_hash, config)
+    fingerprint = _fingerprint(data_hash, config, init)
     device = resolve_device(config.device)
     pairs = _pairs_from_checked(checked, config)
 
@@ -848,7 +897,10 @@ def train(
     n_train = train_a.shape[0]
 
     torch.manual_seed(config.seed)
-    model = UNet(config.unet_config).to(device)
+    model = UNet(config.unet_config)
+    if init is not None:
+        model.load_state_dict(init.state_dict)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=0.5, patience=max(2, config.patience // 2)
@@ -881,6 +933,12 @@ def train(
         # The numpy generator only draws the split today; restoring it keeps any later
         # numpy draw on the uninterrupted trajectory too.
         rng.bit_generator.state = saved["rng"]["numpy"]
+    elif init is not None:
+        # Fine-tuning must never hand back something worse than where it started.
+        run.best_val = _validation_loss(
+            model, val_a, val_b, config.consistency_weight, config.loss, config.batch_size, device
+        )
+        run.best_state = _cpu_state(model)
 
     weight = config.consistency_weight
     step_dtype = _autocast_dtype(config.autocast, device)
@@ -990,6 +1048,7 @@ def train(
         data_hash=data_hash,
         device=device,
         camera_offset_adu=camera_offset_adu,
+        init=init,
     )
 
 
@@ -1006,6 +1065,7 @@ def _build_package(
     data_hash: str,
     device: torch.device,
     camera_offset_adu: float | None,
+    init: ModelPackage | None,
 ) -> ModelPackage:
     state = run.best_state if run.best_state is not None else _cpu_state(model)
     notes = []
@@ -1016,6 +1076,11 @@ def _build_package(
             f"{steps_per_epoch} steps: one epoch takes about {epoch_minutes:.1f} min here; "
             f"give at least {math.ceil(epoch_minutes * 1.2)} min for one whole epoch "
             "(the model saw part of the data once)"
+        )
+    if init is not None and run.best_epoch == 0:
+        notes.append(
+            "no epoch improved on the initial weights' validation loss on these frames; the "
+            "package holds the initial weights unchanged"
         )
     training = {
         "n_pairs_train": n_train,
@@ -1048,6 +1113,7 @@ def _build_package(
         "created": datetime.now(UTC).isoformat(),
         "device": str(device),
         "autocast": str(_autocast_dtype(config.autocast, device) or "off"),
+        "init": None if init is None else _init_record(init),
     }
     return ModelPackage(
         unet=config.unet_config,
