@@ -497,9 +497,9 @@ def test_init_weights_are_kept_when_no_epoch_beats_them(twin_run, frames):
 
 def test_init_must_match_the_network_and_twins(base_run, frames):
     trained, _ = base_run
-    with pytest.raises(ValueError, match="init: .*unet: package"):
+    with pytest.raises(ValueError, match=r"init: .*unet: package"):
         train(frames, _config(unet=UNetConfig(depth=2, base_channels=8)), init=trained)
-    with pytest.raises(ValueError, match="init: .*upsample: package 'official', run 'exact'"):
+    with pytest.raises(ValueError, match=r"init: .*upsample: package 'official', run 'exact'"):
         train(frames, _config(upsample="exact"), init=trained)
 
 
