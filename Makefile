@@ -8,7 +8,7 @@ PIP_CONSTRAINT_FLAG := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install test demo lint format bench bench-install peers clean
+.PHONY: install test demo lint format bench bench-install peers pretrained clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,16 @@ demo: $(STAMP)
 	$(BIN)/sn2n-live demo --out demo-output
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+
+# The shipped pretrained lite model (scripts/pretrain.py; ~25 min on 2 CPU cores, run alone).
+pretrained: $(STAMP)
+	$(BIN)/python scripts/pretrain.py --minutes 25
 
 # Fidelity against the peers: benchmarks/peers.py (`make bench-install peers`).
 bench: $(STAMP)

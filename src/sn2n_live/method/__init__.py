@@ -13,6 +13,12 @@ from sn2n_live.method._package import (
     load_package,
     save_package,
 )
+from sn2n_live.method._pretrained import (
+    PRETRAINED,
+    initial_package,
+    pretrained_package,
+    pretrained_path,
+)
 from sn2n_live.method._recipes import RECIPES, Recipe
 from sn2n_live.method._risk import (
     NormalizationPolicy,
@@ -49,6 +55,7 @@ from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
 __all__ = [
     "FORMAT_VERSION",
     "PRESETS",
+    "PRETRAINED",
     "RECIPES",
     "Denoised",
     "Denoiser",
@@ -81,12 +88,15 @@ __all__ = [
     "gaussian_window",
     "hallucination_risk",
     "image_scale",
+    "initial_package",
     "load_package",
     "make_training_pairs",
     "make_twins",
     "make_twins_tensor",
     "normalize_tiles",
     "plan_tiles",
+    "pretrained_package",
+    "pretrained_path",
     "risk_fraction",
     "save_package",
     "signal_to_noise_ratio",
