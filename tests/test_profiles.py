@@ -125,3 +125,15 @@ def test_docs_list_every_profile_key_with_its_default():
         assert documented == default, f"{key}: docs say {documented}, the schema {default}"
         assert kind and meaning, key
     assert sorted(set(rows) - set(fields)) == [], "docs/profiles.md lists keys that do not exist"
+
+
+def test_training_init_is_a_choice_or_a_package_next_to_the_profile(tmp_path):
+    file = tmp_path / "p.toml"
+    file.write_text('name = "p"\n[training]\ninit = "pretrained"\nmax_minutes = 2\n')
+    assert (load_profile(file).training.init, load_profile(file).training.max_minutes) == (
+        "pretrained",
+        2.0,
+    )
+    file.write_text('name = "p"\n[training]\ninit = "models/start.sn2n"\n')
+    assert load_profile(file).training.init == tmp_path / "models" / "start.sn2n"
+    assert load_profile("demo-sim").training.init == "scratch"

@@ -21,7 +21,7 @@ from rich.table import Table
 from sn2n_live.acquisition import acquire_live, acquire_pilot, build_profile_denoiser
 from sn2n_live.acquisition._live import RunSummary
 from sn2n_live.io import read_frames
-from sn2n_live.method import TrainingConfig, save_package, train
+from sn2n_live.method import TrainingConfig, initial_package, save_package, train
 from sn2n_live.profiles import load_profile
 
 __all__ = ["DemoResult", "run_demo"]
@@ -84,11 +84,18 @@ def run_demo(
         patience=5,
         seed=0,
     )
-    package = train(frames, config, progress=True, camera_offset_adu=_camera_offset(prof))
+    package = train(
+        frames,
+        config,
+        progress=True,
+        camera_offset_adu=_camera_offset(prof),
+        init=initial_package(prof.training.init),
+    )
     model = save_package(package, out / "model.sn2n")
     seconds["train"] = time.perf_counter() - t0
     console.print(
-        f"[bold]2/3[/] trained lite model ({package.resolved_mode} normalization, "
+        f"[bold]2/3[/] trained lite model from {prof.training.init} "
+        f"({package.resolved_mode} normalization, "
         f"{package.training['epochs_run']} epochs) -> {model}"
     )
 

@@ -131,6 +131,18 @@ def train(
     camera_offset: Annotated[
         float | None, typer.Option(help="Camera offset in ADU, recorded in the package.")
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from: scratch, pretrained (the shipped lite model, fine-tuned: "
+            "better in a short budget) or a .sn2n package [default: the profile's, else "
+            "scratch]."
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Take --init and --max-minutes from this profile's [training]."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ) -> None:
     """Train an Adaptive-SN2N model on pilot low-light frames."""
@@ -142,9 +154,16 @@ def train(
         check_writable_dir(checkpoint.expanduser().absolute().parent, what="checkpoint")
 
     from sn2n_live.io import read_frames
-    from sn2n_live.method import TrainingConfig, save_package
+    from sn2n_live.method import TrainingConfig, initial_package, save_package
     from sn2n_live.method import train as train_model
 
+    if profile is not None:
+        from sn2n_live.profiles import load_profile
+
+        settings = load_profile(profile).training
+        init = init if init is not None else str(settings.init)
+        max_minutes = max_minutes if max_minutes is not None else settings.max_minutes
+    start_from = initial_package(init or "scratch")
     frames = read_frames(pilot)
     # Only settings the user gave override the recipe's defaults.
     given = {"batch_size": batch_size, "consistency_weight": consistency_weight}
@@ -168,6 +187,7 @@ def train(
         checkpoint_path=checkpoint,
         camera_offset_adu=camera_offset,
         progress=True,
+        init=start_from,
     )
     path = save_package(package, out)
     stats = package.training

@@ -27,6 +27,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "SimulatedMicroscopeSettings",
+    "TrainingSettings",
     "bundled_profiles",
     "find_profile",
     "load_profile",
@@ -96,6 +97,14 @@ class PilotSettings(_Model):
     laser_power_percent: Annotated[float, Field(ge=0, le=100)] | None = None
 
 
+class TrainingSettings(_Model):
+    """How ``sn2n-live train --profile`` and ``sn2n-live demo`` train on this rig's pilot."""
+
+    # "scratch", "pretrained" (the shipped lite model, fine-tuned) or a .sn2n to continue.
+    init: Literal["scratch", "pretrained"] | Path = "scratch"
+    max_minutes: Annotated[float, Field(gt=0)] | None = None
+
+
 class DenoiseSettings(_Model):
     """Model, engine and tiling used for live denoising."""
 
@@ -104,6 +113,8 @@ class DenoiseSettings(_Model):
     precision: Literal["fp32", "fp16", "bf16"] | None = None
     tile: Annotated[int, Field(ge=16, le=4096)] | Literal["whole"] = 64
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    # Also write the hallucination-risk map of every frame (risk.ome.zarr).
+    risk: bool = False
 
     @model_validator(mode="after")
     def _tile_power_of_two(self) -> DenoiseSettings:
@@ -142,6 +153,7 @@ class Profile(_Model):
     sim: SIMPlan | None = None
     acquisition: AcquisitionPlan = AcquisitionPlan()
     pilot: PilotSettings = PilotSettings()
+    training: TrainingSettings = TrainingSettings()
     denoise: DenoiseSettings = DenoiseSettings()
     output: OutputSettings = OutputSettings()
 
@@ -158,6 +170,10 @@ class Profile(_Model):
                     "output.format = 'ome-tiff' stores denoised frames as uint16 only; "
                     "set output.denoised_dtype = 'uint16' or use 'ome-zarr'"
                 )
+        if self.denoise.risk and self.output.format != "ome-zarr":
+            raise ValueError(
+                "denoise.risk = true writes risk.ome.zarr and needs output.format = 'ome-zarr'"
+            )
         if self.microscope.kind == "demo" and self.sim and self.sim.pattern_source == "slm":
             raise ValueError(
                 "microscope.kind = 'demo' has no SLM; set sim.pattern_source = 'metadata'"
@@ -245,6 +261,9 @@ def _resolve_paths(profile: Profile, base: Path) -> Profile:
     model = profile.denoise.model
     if model is not None and not model.is_absolute():
         updates["denoise"] = profile.denoise.model_copy(update={"model": base / model})
+    init = profile.training.init
+    if isinstance(init, Path) and not init.is_absolute():
+        updates["training"] = profile.training.model_copy(update={"init": base / init})
     config = profile.microscope.config_file
     if config is not None and not config.is_absolute():
         updates["microscope"] = profile.microscope.model_copy(update={"config_file": base / config})
