@@ -379,3 +379,49 @@ def test_an_unwritable_run_folder_is_refused_before_the_mda(
     ):
         core.mda.run(events)
     assert frames == []  # the sample was never exposed
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_risk_map_is_a_third_store_beside_raw_and_denoised(
+    core, package, denoiser, tmp_path, isolation
+):
+    events = _sim_events(2)
+    run = tmp_path / "run"
+    model = save_package(package, tmp_path / "m.sn2n")
+    model_arg = denoiser if isolation == "thread" else model
+    with live_denoise(
+        core, model=model_arg, out=run, events=events, isolation=isolation, risk=True
+    ) as h:
+        core.mda.run(events)
+    summary = h.wait()
+    assert summary.status == "completed", summary
+    raw, risk = _open(run, "raw"), _open(run, "risk")
+    assert risk.shape == raw.shape and risk.dtype == np.float32
+    # The stored map is the denoiser's own risk map of that raw frame.
+    expected = denoiser.denoise(np.asarray(raw[1]), risk=True)
+    np.testing.assert_allclose(risk[1], expected.risk, atol=1e-3)
+    assert float(np.min(risk)) >= 0.0 and float(np.max(risk)) <= 1.0
+    risk_md = _frame_md(run, "risk")
+    assert [m["index"] for m in risk_md] == [dict(e.index) for e in events]
+    np.testing.assert_allclose(risk_md[9]["risk_fraction"], expected.risk_fraction[0], atol=1e-3)
+    doc = _run_json(run)
+    assert doc["stores"]["risk"]["path"] == "risk.ome.zarr"
+    assert doc["options"]["risk"] is True
+    assert doc["risk"]["frames"] == 18
+    fractions = [m["risk_fraction"] for m in risk_md]
+    assert doc["risk"]["max_fraction"] == pytest.approx(max(fractions), abs=1e-5)
+
+
+def test_risk_map_needs_a_denoiser_that_makes_one_and_ome_zarr(denoiser, tmp_path):
+    class NoRisk:
+        provenance: dict = {}  # noqa: RUF012 - a fixture class
+
+        def denoise(self, frames: np.ndarray) -> np.ndarray:
+            return frames
+
+    with pytest.raises(ValueError, match="risk=True needs a denoiser with denoise"):
+        LiveDenoiseHandler(NoRisk(), tmp_path / "a", risk=True)
+    with pytest.raises(ValueError, match="risk map is written as OME-Zarr only"):
+        LiveDenoiseHandler(
+            denoiser, tmp_path / "b", risk=True, file_format="ome-tiff", denoised_dtype="uint16"
+        )

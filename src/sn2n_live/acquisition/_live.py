@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import inspect
 import json
 import logging
 import math
@@ -574,6 +575,12 @@ class LiveDenoiseHandler:
         Copy each frame in ``frameReady``. Default: only when the array does not own
         its memory (pymmcore and unicore hand out a fresh array per frame; a view into
         a reused buffer would be overwritten).
+    risk : bool
+        Also write each frame's hallucination-risk map (float32, 0..1) to a third store,
+        ``risk.ome.zarr``, with the frame's risk fraction in its journal; run.json sums it
+        up. Needs a denoiser whose ``denoise(frames, risk=True)`` returns a
+        :class:`~sn2n_live.method.Denoised` (sn2n-live's and the engines' do) and
+        OME-Zarr output.
 
     Raises
     ------
@@ -600,11 +607,18 @@ class LiveDenoiseHandler:
         denoise_nice: int = 19,
         writer_nice: int = 10,
         copy_frames: bool | None = None,
+        risk: bool = False,
     ) -> None:
         if not (callable(getattr(denoiser, "denoise", None)) and hasattr(denoiser, "provenance")):
             raise ValueError(
                 f"denoiser must have denoise() and provenance; got {type(denoiser).__name__}. "
                 "Use load_denoiser(path) for a .sn2n package."
+            )
+        if risk and "risk" not in inspect.signature(denoiser.denoise).parameters:
+            raise ValueError(
+                f"risk=True needs a denoiser with denoise(frames, risk=True); "
+                f"{type(denoiser).__name__}.denoise has no `risk` argument. Use "
+                "load_denoiser(path) for a .sn2n package or turn the risk map off."
             )
         if policy not in get_args(Policy):
             raise ValueError(f"policy must be one of {get_args(Policy)}; got {policy!r}.")
@@ -640,7 +654,10 @@ class LiveDenoiseHandler:
             "denoised_dtype": denoised_dtype,
             "file_format": file_format,
             "zarr_backend": zarr_backend,
+            "risk": risk,
         }
+        self._risk = risk
+        self._risk_fractions: list[float] = []  # denoise worker only, in frame order
         self._stats_interval = float(stats_interval_s)
         self._denoise_threads = denoise_threads
         self._denoise_nice = denoise_nice
@@ -1273,7 +1290,13 @@ class LiveDenoiseHandler:
         stack = np.stack(images)
         t0 = time.perf_counter()
         try:
-            out = np.asarray(self._denoiser.denoise(stack))
+            risk_maps = fractions = None
+            if self._risk:
+                result = self._denoiser.denoise(stack, risk=True)  # type: ignore[call-arg]
+                out, risk_maps = np.asarray(result.image), np.asarray(result.risk)
+                fractions = np.asarray(result.risk_fraction).reshape(-1)
+            else:
+                out = np.asarray(self._denoiser.denoise(stack))
             if out.shape != stack.shape:
                 raise ValueError(
                     f"denoise() returned shape {out.shape} for input {stack.shape}; a "
@@ -1285,7 +1308,7 @@ class LiveDenoiseHandler:
         self._timing.busy_s += time.perf_counter() - t0
         if not writer.wait_open(timeout=None if writer.is_open else 60.0):
             raise RuntimeError("the raw writer never opened the stores")
-        for item, den in zip(frames, out, strict=True):
+        for i, (item, den) in enumerate(zip(frames, out, strict=True)):
             latency_ms = (time.perf_counter() - item.t) * 1e3
             md = _frame_metadata(item)
             md["denoise"] = {
@@ -1296,6 +1319,11 @@ class LiveDenoiseHandler:
             }
             assert item.pos is not None
             writer.append_denoised(item.pos, den, md)
+            if risk_maps is not None and fractions is not None:
+                fraction = float(fractions[i])
+                md_risk = {**_frame_metadata(item), "risk_fraction": round(fraction, 6)}
+                writer.append_risk(item.pos, risk_maps[i], md_risk)
+                self._risk_fractions.append(fraction)
             now = time.perf_counter()
             self._latency.add((now - item.t) * 1e3)
             self._denoise_rate.add(now)
@@ -1563,8 +1591,22 @@ class LiveDenoiseHandler:
                 },
             },
             "versions": _versions(),
+            "risk": self._risk_summary(),
             "errors": list(self._errors),
             "notes": list(self._notes),
+        }
+
+    def _risk_summary(self) -> dict[str, Any] | None:
+        """Per-run summary of the risk fractions (fraction of pixels with risk > 0.5)."""
+        if not self._risk:
+            return None
+        fractions = np.asarray(self._risk_fractions[:])  # copy: the worker may append
+        if not fractions.size:
+            return {"frames": 0, "mean_fraction": None, "max_fraction": None}
+        return {
+            "frames": int(fractions.size),
+            "mean_fraction": round(float(fractions.mean()), 6),
+            "max_fraction": round(float(fractions.max()), 6),
         }
 
 

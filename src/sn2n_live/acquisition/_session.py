@@ -339,6 +339,7 @@ def acquire_live(
             file_format=output.format,
             zarr_backend=output.zarr_backend,
             isolation=output.isolation,
+            risk=profile.denoise.risk,
             profile=profile.model_dump(mode="json"),
         ) as handler:
             core.mda.run(events)

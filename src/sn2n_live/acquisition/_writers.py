@@ -60,6 +60,7 @@ from sn2n_live._outputs import atomic_write, follow_umask
 __all__ = [
     "DENOISED_NAME",
     "RAW_NAME",
+    "RISK_NAME",
     "RUN_JSON",
     "SIM_DIM",
     "UNPLACED_NAME",
@@ -80,6 +81,7 @@ DenoisedDtype = Literal["float32", "uint16"]
 
 RAW_NAME = "raw"
 DENOISED_NAME = "denoised"
+RISK_NAME = "risk"
 UNPLACED_NAME = "unplaced"
 RUN_JSON = "run.json"
 SIM_DIM = "sim"
@@ -560,8 +562,8 @@ class RunWriter:
 
     Threading contract: :meth:`open`, :meth:`append_raw`, :meth:`append_unplaced` and
     :meth:`close_raw` are called by the raw-writer thread only; :meth:`append_denoised`,
-    :meth:`read_raw` and :meth:`close_denoised` by the denoise worker only. The two
-    streams are independent objects, so the threads never share one.
+    :meth:`append_risk`, :meth:`read_raw` and :meth:`close_denoised` by the denoise
+    worker only. The streams are independent objects, so the threads never share one.
 
     Parameters
     ----------
@@ -589,6 +591,9 @@ class RunWriter:
           frames in flight lost on a kill), and a killed run may leave one torn shard per
           writer thread and stores without the run-level attributes; skipped frames are
           passed to the writer as zeros on the calling thread.
+    risk : bool
+        Also write the hallucination-risk map (float32, 0..1, same layout) as a third
+        store, ``risk.ome.zarr``; needs ``file_format="ome-zarr"``.
 
     Raises
     ------
@@ -604,6 +609,7 @@ class RunWriter:
         file_format: FileFormat = "ome-zarr",
         denoised_dtype: DenoisedDtype = "float32",
         zarr_backend: ZarrBackend = "zarr-python",
+        risk: bool = False,
     ) -> None:
         if file_format not in get_args(FileFormat):
             raise ValueError(
@@ -619,6 +625,11 @@ class RunWriter:
             )
         if file_format == "ome-tiff":
             _check_tiff(layout, denoised_dtype)
+            if risk:
+                raise ValueError(
+                    "the risk map is written as OME-Zarr only; use file_format='ome-zarr' "
+                    "(profile: output.format = 'ome-zarr') or turn the risk map off"
+                )
         self.run_dir = Path(run_dir)
         self.layout = layout
         self.file_format: FileFormat = file_format
@@ -628,10 +639,12 @@ class RunWriter:
         self.raw_path = self.run_dir / f"{RAW_NAME}{suffix}"
         self.denoised_path = self.run_dir / f"{DENOISED_NAME}{suffix}"
         self.unplaced_path = self.run_dir / f"{UNPLACED_NAME}.ome.zarr"
+        self.risk_path = self.run_dir / f"{RISK_NAME}.ome.zarr" if risk else None
         self.frame_shape: tuple[int, int] | None = None
         self.raw_dtype: np.dtype | None = None
         self._raw: _Store | None = None
         self._den: _Store | None = None
+        self._risk: _Store | None = None
         self._unplaced: _Store | None = None
         self._unplaced_count = 0
         self._settings: AcquisitionSettings | None = None
@@ -663,7 +676,7 @@ class RunWriter:
         pixel_size_um: float | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Create both stores (and their journals) for frames of ``frame_shape``.
+        """Create the stores (and their journals) for frames of ``frame_shape``.
 
         Parameters
         ----------
@@ -709,8 +722,13 @@ class RunWriter:
         self._raw = self._create(raw_settings, self.raw_path, RAW_NAME)
         try:
             self._den = self._create(den_settings, self.denoised_path, DENOISED_NAME)
+            if self.risk_path is not None:
+                risk_settings = settings(self.risk_path, "float32")
+                self._risk = self._create(risk_settings, self.risk_path, RISK_NAME)
         except BaseException:
             self._raw.close()
+            if self._den is not None:
+                self._den.close()
             raise
         self._opened.set()
 
@@ -865,15 +883,31 @@ class RunWriter:
             out = np.asarray(frame, dtype=np.float32)
         self._den.put(pos, out, metadata)
 
+    def append_risk(self, pos: int, risk: np.ndarray, metadata: dict[str, Any]) -> None:
+        """Write the risk map of frame number ``pos`` (float32, 0..1)."""
+        if self._risk is None:
+            raise RuntimeError("RunWriter(risk=True).open() must be called before appending.")
+        self._risk.put(pos, np.asarray(risk, dtype=np.float32), metadata)
+
     def close_denoised(self, pad_to: int | None = None) -> None:
-        """Skip up to frame ``pad_to`` (so both stores have the same extent) and close."""
-        if self._den is None:
-            return
-        try:
-            if pad_to is not None and not self._den.closed:
-                self._den.pad_to(pad_to)
-        finally:
-            self._den.close()
+        """Skip up to frame ``pad_to`` (so all stores have the same extent) and close.
+
+        Every store is closed even when another fails; the first failure is raised.
+        """
+        failure: BaseException | None = None
+        for store in (self._den, self._risk):
+            if store is None:
+                continue
+            try:
+                try:
+                    if pad_to is not None and not store.closed:
+                        store.pad_to(pad_to)
+                finally:
+                    store.close()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def describe(self) -> dict[str, Any]:
         """Paths and formats of the stores, for run.json."""
@@ -893,6 +927,12 @@ class RunWriter:
             "frame_shape": None if self.frame_shape is None else list(self.frame_shape),
             "storage_order": self._storage_names or None,
         }
+        if self.risk_path is not None:
+            out["risk"] = {
+                "path": self.risk_path.name,
+                "dtype": "float32",
+                "journal": f"{RISK_NAME}.frames.jsonl",
+            }
         if self._unplaced_count:
             out["unplaced"] = {"path": self.unplaced_path.name, "frames": self._unplaced_count}
         return out
