@@ -61,7 +61,7 @@ import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
 
 from sn2n_live import __version__
-from sn2n_live.method import Denoiser, TrainingConfig, train
+from sn2n_live.method import Denoiser, TrainingConfig, initial_package, train
 from sn2n_live.simulation import (
     CameraModel,
     SIMIllumination,
@@ -102,6 +102,11 @@ OURS: dict[str, dict[str, Any]] = {
     },
     "twin-fp32": {"autocast": "off"},
     "twin-compensated": {"compensate": True},
+    # Fine-tuned from the shipped pretrained lite model (scripts/pretrain.py; trained on
+    # this simulator's image formation with other samples and seeds than these).
+    "twin-pretrained": {"init": "pretrained"},
+    # The pretrained model applied as shipped: no training on the pilot at all.
+    "pretrained-as-is": {"init": "pretrained", "train": False},
 }
 OURS_DEFAULTS: dict[str, Any] = {"preset": "lite", "patch": 64, "device": "cpu"}
 
@@ -158,14 +163,20 @@ def run_ours(
 ) -> MethodRun:
     """Train ``OURS[name]`` on the pilot frames within the budget and denoise the test frames."""
     kwargs = {**OURS_DEFAULTS, **OURS[name], "max_minutes": minutes, "seed": seed}
-    config = TrainingConfig(**kwargs)
+    init = initial_package(kwargs.pop("init", "scratch"))
     t0 = time.monotonic()
-    package = train(pilot, config, progress=False)
+    trained = kwargs.pop("train", True)
+    if trained:
+        package = train(pilot, TrainingConfig(**kwargs), progress=False, init=init)
+    else:
+        assert init is not None, f"OURS[{name!r}] applies a package without training: set init"
+        package = init
     train_s = time.monotonic() - t0
     denoiser = Denoiser(package)
-    t = package.training
+    # An untrained entry reports no pilot training (not the pretraining's statistics).
+    t = package.training if trained else {}
     info = {
-        "config": kwargs,
+        "config": {**OURS_DEFAULTS, **OURS[name]},
         "resolved_mode": package.resolved_mode,
         "train_seconds": round(train_s, 2),
         "epochs_run": t.get("epochs_run"),
