@@ -276,3 +276,14 @@ def test_acquire_into_an_unwritable_folder_fails_in_one_line(model_file, tmp_pat
     joined = _text(result)
     assert joined.startswith(f"error: cannot write the run folder in {out}")
     assert "run.json" not in joined and "catching up" not in joined
+
+
+def test_denoise_warns_about_frames_unlike_the_training_frames(model_file, tmp_path):
+    bright = simulate_sim_frames((64, 64), photons=2000, seed=4).raw[0]  # 100x the pilot
+    stack = tmp_path / "bright.ome.tif"
+    tifffile.imwrite(stack, bright, ome=True, metadata={"axes": "CZYX"})
+    out = tmp_path / "bright-denoised.ome.zarr"
+    result = runner.invoke(app, ["denoise", str(stack), "-m", str(model_file), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: frames 0-8: signal" in text and "the training's" in text

@@ -12,6 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -425,3 +426,24 @@ def test_risk_map_needs_a_denoiser_that_makes_one_and_ome_zarr(denoiser, tmp_pat
         LiveDenoiseHandler(
             denoiser, tmp_path / "b", risk=True, file_format="ome-tiff", denoised_dtype="uint16"
         )
+
+
+def test_frames_unlike_the_training_frames_are_noted_in_run_json(core, package, tmp_path):
+    from sn2n_live.method import photometry_record
+    from sn2n_live.simulation import simulate_sim_frames
+
+    pilot = simulate_sim_frames((64, 64), photons=2, seed=0).raw.reshape(-1, 64, 64)
+    dim_pilot = replace(package, training={"photometry": photometry_record(pilot)})
+    events = _sim_events(1)
+    run = tmp_path / "run"
+    pairs = []
+    with live_denoise(core, model=Denoiser(dim_pilot, tile=None), out=run, events=events) as h:
+        h.events.pair.connect(pairs.append)
+        core.mda.run(events)
+    summary = h.wait()
+    assert summary.status == "completed"
+    # The demo camera's frames are nothing like a 2-photon pilot: every frame is flagged.
+    assert summary.notes and summary.notes[0].startswith("frames 0-8: ")
+    assert _run_json(run)["notes"] == summary.notes
+    assert all(m["denoise"]["data_check"] for m in _frame_md(run, "denoised"))
+    assert pairs[-1].data_check is not None

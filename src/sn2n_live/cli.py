@@ -234,7 +234,7 @@ def denoise(
     from sn2n_live._outputs import check_output
     from sn2n_live.engine import build_denoiser
     from sn2n_live.io import StackWriter, open_stack
-    from sn2n_live.method import load_package
+    from sn2n_live.method import PhotometryWatch, load_package
 
     if dtype not in ("float32", "uint16"):
         raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
@@ -254,6 +254,8 @@ def denoise(
     provenance = {**denoiser.provenance, "source": str(input), "model": str(model)}
     frames_per_chunk = 9
     fractions: list[float] = []
+    watch = PhotometryWatch(package.training.get("photometry"))
+    done = 0
     with contextlib.ExitStack() as outputs:
         writer = outputs.enter_context(
             StackWriter(
@@ -280,6 +282,9 @@ def denoise(
         progress = outputs.enter_context(_progress())
         task = progress.add_task("denoising", total=stack.n_frames)
         for chunk in stack.iter_chunks(frames_per_chunk):
+            flat = chunk.reshape(-1, *chunk.shape[-2:])
+            watch.check(flat, list(range(done, done + len(flat))))
+            done += len(flat)
             if risk_writer is None:
                 writer.write(denoiser.denoise(chunk))
             else:
@@ -289,6 +294,8 @@ def denoise(
                 fractions.extend(result.risk_fraction.reshape(-1).tolist())
             progress.advance(task, len(chunk))
     console.print(f"[green]Wrote[/] {out}  ({stack.n_frames} frames, {dtype})")
+    for note in watch.notes():
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     if risk_out is not None:
         worst = int(np.argmax(fractions))
         console.print(
@@ -452,6 +459,8 @@ def _print_run(summary: Any) -> None:
         console.print(f"frames without a denoised twin: {summary.missing_denoised}")
     for error in summary.errors:
         console.print(f"[red]error[/] {error}")
+    for note in summary.notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}")
 
 
 @app.command()

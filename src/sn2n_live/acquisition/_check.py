@@ -260,6 +260,28 @@ def _check_model(profile: Profile, frame: tuple[int, int] | None, findings: list
     except ValueError as exc:
         findings.append(Finding("error", "model", f"{path}: {exc}"))
         return
+    photometry = package.training.get("photometry")
+    if photometry is None:
+        findings.append(
+            Finding(
+                "note",
+                "model",
+                f"{path.name} records no photometry of its training frames (an older "
+                "package): live frames cannot be checked against it; retrain to get the check",
+            )
+        )
+    elif frame is not None and tuple(photometry["frame_shape"]) != (frame[0], frame[1]):
+        h, w = photometry["frame_shape"]
+        findings.append(
+            Finding(
+                "note",
+                "model",
+                f"{path.name} was trained on {w}x{h} frames, the camera gives "
+                f"{frame[1]}x{frame[0]}: the network runs on any size, but a different ROI or "
+                "binning often means a different sample region or signal level; live frames "
+                "outside the training's photometric range are flagged in run.json",
+            )
+        )
     tiles = "whole frames" if tile is None else f"{tile}-px tiles"
     findings.append(
         Finding(

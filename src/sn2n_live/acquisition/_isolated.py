@@ -534,7 +534,7 @@ class ProcessLiveDenoiseHandler:
             waiting = self._pair_waiting
             if waiting is None or self._pair_slot is None:
                 return None
-            gen, frame, index, latency_ms, raw_spec, den_spec = waiting
+            gen, frame, index, latency_ms, raw_spec, den_spec, data_check = waiting
             if self._counters[_PAIR_GEN] != gen:
                 return None
             buf = self._pair_slot.buf
@@ -544,7 +544,7 @@ class ProcessLiveDenoiseHandler:
             den = den.copy()
             if self._counters[_PAIR_GEN] != gen:  # overwritten while copying
                 return None
-            self._latest = LatestPair(frame, index, raw, den, latency_ms)
+            self._latest = LatestPair(frame, index, raw, den, latency_ms, data_check)
             if self._pair_waiting is waiting:  # the reader may have stored a newer one
                 self._pair_waiting = None
             self._counters[_PAIR_TAKEN] = gen
@@ -805,7 +805,8 @@ def _child_main(conn: Connection) -> None:
             counters[_PAIR_GEN] = gen
             published.update(gen=gen, time=now, frame=pair.frame)
             raw_spec, den_spec = (raw.shape, raw.dtype.str), (den.shape, den.dtype.str)
-            send(("pair", gen, pair.frame, pair.index, pair.latency_ms, raw_spec, den_spec))
+            header = (pair.frame, pair.index, pair.latency_ms, raw_spec, den_spec, pair.data_check)
+            send(("pair", gen, *header))
 
     finished = threading.Event()
 

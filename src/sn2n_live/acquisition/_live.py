@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
     from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+    from sn2n_live.method._photometry import PhotometryWatch
 
 __all__ = [
     "FrameDenoiser",
@@ -144,6 +145,9 @@ class LatestPair:
         float32 denoised frame in ADU.
     latency_ms : float
         Frame arrival to denoised frame written.
+    data_check : str or None
+        How the frame falls outside the model's training photometry (e.g. ``"signal 21x
+        the training's"``), or None when it does not (or nothing was checked).
     """
 
     frame: int
@@ -151,6 +155,7 @@ class LatestPair:
     raw: np.ndarray
     denoised: np.ndarray
     latency_ms: float
+    data_check: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,9 @@ class RunSummary:
         Frame arrival to denoised frame written.
     frame_ready_p50_us, frame_ready_p99_us : float or None
         Cost of the handler's ``frameReady`` on the relay thread.
+    notes : list of str
+        Warnings about the run that are not errors, e.g. frames unlike the model's
+        training frames (run.json ``notes``).
     """
 
     status: str
@@ -202,6 +210,7 @@ class RunSummary:
     latency_p99_ms: float | None
     frame_ready_p50_us: float | None
     frame_ready_p99_us: float | None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form."""
@@ -373,6 +382,17 @@ def load_denoiser(
         f"model must be a denoiser (with denoise() and provenance), a .sn2n path or a "
         f"factory; got {type(model).__name__}."
     )
+
+
+def _photometry_watch(denoiser: FrameDenoiser) -> PhotometryWatch | None:
+    """Return a watch over the denoiser's training photometry (None: not a package)."""
+    package = getattr(denoiser, "package", None)
+    training = getattr(package, "training", None)
+    if not isinstance(training, Mapping):
+        return None
+    from sn2n_live.method._photometry import PhotometryWatch  # torch: only with a package
+
+    return PhotometryWatch(training.get("photometry"))
 
 
 def _jsonable(value: Any, what: str) -> Any:
@@ -657,6 +677,7 @@ class LiveDenoiseHandler:
             "risk": risk,
         }
         self._risk = risk
+        self._watch = _photometry_watch(denoiser)
         self._risk_fractions: list[float] = []  # denoise worker only, in frame order
         self._stats_interval = float(stats_interval_s)
         self._denoise_threads = denoise_threads
@@ -1308,6 +1329,8 @@ class LiveDenoiseHandler:
         self._timing.busy_s += time.perf_counter() - t0
         if not writer.wait_open(timeout=None if writer.is_open else 60.0):
             raise RuntimeError("the raw writer never opened the stores")
+        seqs = [item.seq for item in frames]
+        checks = self._watch.check(stack, seqs) if self._watch else [None] * len(frames)
         for i, (item, den) in enumerate(zip(frames, out, strict=True)):
             latency_ms = (time.perf_counter() - item.t) * 1e3
             md = _frame_metadata(item)
@@ -1316,6 +1339,8 @@ class LiveDenoiseHandler:
                 "latency_ms": round(latency_ms, 3),
                 "batch": len(frames),
                 "reread": item.seq in rereads,
+                # Out of the training frames' photometric range (None: in range).
+                "data_check": None if checks[i] is None else checks[i][1],
             }
             assert item.pos is not None
             writer.append_denoised(item.pos, den, md)
@@ -1337,6 +1362,7 @@ class LiveDenoiseHandler:
             raw=images[-1],
             denoised=out[-1],
             latency_ms=round((time.perf_counter() - last.t) * 1e3, 3),
+            data_check=None if checks[-1] is None else checks[-1][1],
         )
         self._latest = pair
         self._emit(self.events.pair, pair)
@@ -1516,7 +1542,13 @@ class LiveDenoiseHandler:
             latency_p99_ms=p99,
             frame_ready_p50_us=round(float(np.percentile(fr, 50)), 2) if fr.size else None,
             frame_ready_p99_us=round(float(np.percentile(fr, 99)), 2) if fr.size else None,
+            notes=self._all_notes(),
         )
+
+    def _all_notes(self) -> list[str]:
+        """Return the run's notes, then what the photometry watch found (any thread)."""
+        watched = self._watch.notes() if self._watch is not None else []
+        return [*self._notes, *watched]
 
     def _camera_fps(self) -> float:
         t = self._timing
@@ -1593,7 +1625,7 @@ class LiveDenoiseHandler:
             "versions": _versions(),
             "risk": self._risk_summary(),
             "errors": list(self._errors),
-            "notes": list(self._notes),
+            "notes": self._all_notes(),
         }
 
     def _risk_summary(self) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 import sn2n_live
 from sn2n_live.method._package import InferenceMode, ModelPackage
+from sn2n_live.method._photometry import photometry_record
 from sn2n_live.method._recipes import RECIPES, Recipe
 from sn2n_live.method._risk import (
     NormalizationPolicy,
@@ -886,6 +887,7 @@ def train(
     if init is not None:
         _check_init(init, config)
     data_hash = data_sha256(checked)
+    photometry = photometry_record(checked)
     fingerprint = _fingerprint(data_hash, config, init)
     device = resolve_device(config.device)
     pairs = _pairs_from_checked(checked, config)
@@ -1049,6 +1051,7 @@ def train(
         device=device,
         camera_offset_adu=camera_offset_adu,
         init=init,
+        photometry=photometry,
     )
 
 
@@ -1066,6 +1069,7 @@ def _build_package(
     device: torch.device,
     camera_offset_adu: float | None,
     init: ModelPackage | None,
+    photometry: dict[str, Any],
 ) -> ModelPackage:
     state = run.best_state if run.best_state is not None else _cpu_state(model)
     notes = []
@@ -1098,6 +1102,7 @@ def _build_package(
         "lr": list(run.lr),
         "high_risk_fraction": pairs.high_risk_fraction,
         "dataset_high_risk_fraction": pairs.dataset_high_risk_fraction,
+        "photometry": photometry,
         "notes": notes,
     }
     provenance = {
