@@ -287,3 +287,32 @@ def test_denoise_warns_about_frames_unlike_the_training_frames(model_file, tmp_p
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "warning: frames 0-8: signal" in text and "the training's" in text
+
+
+def _stats(**fields):
+    from sn2n_live.acquisition._stats import LiveStats
+
+    base = {
+        "state": "acquiring", "elapsed_s": 1.0, "frames_received": 10, "raw_written": 10,
+        "denoised_written": 4, "denoised_missing": 0, "queue_depth": 6, "queued_mb": 1.0,
+        "spilled": 0, "raw_backlog": 0, "frames_behind": 6, "camera_fps": 9.5,
+        "denoise_fps": 2.0, "latency_p50_ms": None, "latency_p99_ms": None,
+        "frames_expected": 72,
+    }  # fmt: skip
+    return LiveStats(**{**base, **fields})
+
+
+def test_live_progress_says_what_the_run_is_doing():
+    from sn2n_live.cli import _LiveProgress
+
+    with _LiveProgress() as report:
+        report(_stats(state="waiting"))
+        assert report._progress is None  # nothing drawn before the sequence starts
+        report(_stats())
+        task = report._progress.tasks[0]
+        assert task.description == "acquiring" and task.total == 72
+        assert task.fields["line"] == "received 10/72 at 9.5 fps, denoised 4 (backlog 6)"
+        report(_stats(state="catching_up", frames_received=72, denoised_written=52))
+        task = report._progress.tasks[0]
+        assert task.description == "catching up"
+        assert task.fields["line"] == "denoised 52/72, 20 left at 2.00 fps, ETA 0:00:10"

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -66,6 +67,72 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
     )
+
+
+class _LiveProgress:
+    """The live run's progress line, shown from its first statistics on.
+
+    While acquiring: frames received of those expected, the camera rate, frames denoised
+    and the denoiser's backlog. While catching up: frames left and an ETA from the
+    denoiser's recent rate. Nothing is drawn before the sequence starts, so a run that
+    fails to start shows only its error.
+    """
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._lock = threading.Lock()  # stats arrive on the handler's thread, then ours
+
+    def __enter__(self) -> _LiveProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, stats: Any) -> None:
+        if stats.state == "waiting":
+            return
+        with self._lock:
+            if self._progress is None:
+                self._progress = Progress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.fields[line]}"),
+                    console=console,
+                )
+                self._progress.start()
+                self._task = self._progress.add_task("acquiring", total=None, line="")
+            expected = stats.frames_expected
+            to_denoise = (expected or stats.frames_received) - stats.denoised_missing
+            if stats.state == "acquiring":
+                of = f"/{expected}" if expected else ""
+                line = (
+                    f"received {stats.frames_received}{of} at {stats.camera_fps:.1f} fps, "
+                    f"denoised {stats.denoised_written} (backlog {stats.frames_behind})"
+                )
+                description, done, total = "acquiring", stats.frames_received, expected
+            else:
+                left = max(0, to_denoise - stats.denoised_written)
+                eta = _eta(left, stats.denoise_fps)
+                line = (
+                    f"denoised {stats.denoised_written}/{to_denoise}, {left} left at "
+                    f"{stats.denoise_fps:.2f} fps, ETA {eta}"
+                )
+                description, done, total = "catching up", stats.denoised_written, to_denoise
+            self._progress.update(
+                self._task, description=description, completed=done, total=total, line=line
+            )
+
+
+def _eta(frames_left: int, fps: float) -> str:
+    """``H:MM:SS`` for ``frames_left`` at ``fps``; ``-`` with no rate yet."""
+    if frames_left == 0:
+        return "0:00:00"
+    if fps <= 0:
+        return "-"
+    minutes, seconds = divmod(round(frames_left / fps), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
 
 class _OurInfoLibraryWarnings(logging.Filter):
@@ -432,13 +499,7 @@ def acquire(
     check_run_folder(out)
     # A factory, so that the denoiser can be built in the denoise process.
     denoiser = functools.partial(build_profile_denoiser, prof, package)
-    with _progress() as progress:
-        task = progress.add_task("catching up", total=None)
-
-        def report(stats: Any) -> None:
-            total = stats.frames_received - stats.denoised_missing
-            progress.update(task, completed=stats.denoised_written, total=total)
-
+    with _LiveProgress() as report:
         summary = acquire_live(
             prof, denoiser=denoiser, out_dir=out, timepoints=timepoints, progress=report
         )

@@ -799,6 +799,7 @@ class LiveDenoiseHandler:
             denoise_fps=round(self._denoise_rate.rate(now if t.t_done is None else None), 2),
             latency_p50_ms=p50,
             latency_p99_ms=p99,
+            frames_expected=None if self._layout is None else self._layout.n_frames,
         )
 
     def wait(
@@ -1679,7 +1680,9 @@ def live_denoise(
     out : str or os.PathLike
         Run folder (must not exist or be empty).
     progress : callable, optional
-        Called with :class:`LiveStats` while waiting for the catch-up.
+        Called with :class:`LiveStats` during the acquisition (every ``stats_interval_s``,
+        from the handler's monitor thread) and while waiting for the catch-up (on the
+        calling thread); it must be thread-safe (a rich ``Progress`` is).
     catch_up_timeout : float, optional
         Seconds to wait for the catch-up at most (then :class:`TimeoutError`; the run
         goes on in the background and ``handler.wait()`` can be called again).
@@ -1722,6 +1725,8 @@ def live_denoise(
         raise ValueError(f"isolation must be one of {get_args(Isolation)}; got {isolation!r}.")
     if stop_on_raw_failure:
         handler.events.raw_failed.connect(lambda _: core.mda.cancel())
+    if progress is not None:  # during the acquisition too, not only while catching up
+        handler.events.stats.connect(progress)
     try:
         with mda_listeners_connected(handler, mda_events=core.mda.events):
             yield handler
@@ -1740,4 +1745,6 @@ def live_denoise(
         # The relay was joined after a normal MDA end, so the sequence is over even if
         # its sequenceFinished was lost (see LiveDenoiseHandler.finish).
         handler.finish(interrupted=False, reason=_LOST_FINISH)
+        if progress is not None:
+            handler.events.stats.disconnect(progress)  # wait() calls it from here on
         handler.wait(timeout=catch_up_timeout, progress=progress)

@@ -53,6 +53,8 @@ class LiveStats:
         Denoised frames written per second over the last ~2 s.
     latency_p50_ms, latency_p99_ms : float or None
         Frame arrival to denoised frame written, over the last 512 frames.
+    frames_expected : int or None
+        Frames the sequence will acquire, when its events were given up front.
     """
 
     state: str
@@ -70,6 +72,7 @@ class LiveStats:
     denoise_fps: float
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    frames_expected: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the snapshot as a JSON-serializable dict."""
