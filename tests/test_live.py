@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import functools
 import json
 import threading
 import time
@@ -447,3 +448,16 @@ def test_frames_unlike_the_training_frames_are_noted_in_run_json(core, package, 
     assert _run_json(run)["notes"] == summary.notes
     assert all(m["denoise"]["data_check"] for m in _frame_md(run, "denoised"))
     assert pairs[-1].data_check is not None
+
+
+def test_isolation_defaults_to_a_process_where_the_model_can_go_there(
+    package, denoiser, tmp_path, caplog
+):
+    path = save_package(package, tmp_path / "m.sn2n")
+    assert _live._default_isolation(path) == "process"
+    assert _live._default_isolation(functools.partial(load_denoiser, path)) == "process"
+    with caplog.at_level("INFO", logger=_live.__name__):
+        assert _live._default_isolation(denoiser) == "thread"
+        assert _live._default_isolation(lambda: denoiser) == "thread"  # lambdas do not pickle
+    assert "isolation='thread' because the model is a Denoiser object" in caplog.text
+    assert "cannot be sent to a child process" in caplog.text

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import queue
 import sys
@@ -382,6 +383,26 @@ def load_denoiser(
         f"model must be a denoiser (with denoise() and provenance), a .sn2n path or a "
         f"factory; got {type(model).__name__}."
     )
+
+
+def _default_isolation(model: Any) -> Isolation:
+    """Process isolation where the model can cross to a child process, else threads."""
+    if isinstance(model, str | os.PathLike):
+        return "process"
+    if callable(getattr(model, "denoise", None)) and hasattr(model, "provenance"):
+        why = f"the model is a {type(model).__name__} object of this process"
+    else:
+        try:
+            pickle.dumps(model)
+            return "process"
+        except Exception as exc:
+            why = f"the model factory cannot be sent to a child process ({exc})"
+    _log.info(
+        "live_denoise: isolation='thread' because %s; pass a .sn2n path or a picklable "
+        "factory to denoise in a child process (the camera keeps its rate)",
+        why,
+    )
+    return "thread"
 
 
 def _photometry_watch(denoiser: FrameDenoiser) -> PhotometryWatch | None:
@@ -1651,7 +1672,7 @@ def live_denoise(
     out: str | os.PathLike[str],
     progress: Callable[[LiveStats], None] | None = None,
     catch_up_timeout: float | None = None,
-    isolation: Isolation = "thread",
+    isolation: Isolation | None = None,
     stop_on_raw_failure: bool = True,
     **options: Any,
 ) -> Iterator[LiveDenoiseHandler | ProcessLiveDenoiseHandler]:
@@ -1686,13 +1707,16 @@ def live_denoise(
     catch_up_timeout : float, optional
         Seconds to wait for the catch-up at most (then :class:`TimeoutError`; the run
         goes on in the background and ``handler.wait()`` can be called again).
-    isolation : {"thread", "process"}
-        ``"thread"``: writers and denoiser run on threads of this process.
-        ``"process"``: they run in a child process
+    isolation : {"thread", "process"} or None
+        ``"process"``: writers and denoiser run in a child process
         (:class:`~sn2n_live.acquisition._isolated.ProcessLiveDenoiseHandler`) and this
         process only copies frames into shared memory, so their Python code never holds
-        the GIL the acquisition thread needs (fast hardware-sequenced bursts). ``model``
-        must then be a path or picklable.
+        the GIL the acquisition thread needs (the camera keeps its rate; fast
+        hardware-sequenced bursts). ``model`` must then be a path or picklable.
+        ``"thread"``: they run on threads of this process (any denoiser object).
+        None (default): ``"process"`` for a ``.sn2n`` path or a picklable factory,
+        ``"thread"`` for a denoiser object or an unpicklable factory, with one log line
+        saying why.
     stop_on_raw_failure : bool
         Cancel the MDA at the first raw frame that cannot be saved (disk full, store
         removed; ``events.raw_failed``): acquiring on would expose the sample for frames
@@ -1712,6 +1736,8 @@ def live_denoise(
     from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
 
     handler: LiveDenoiseHandler | ProcessLiveDenoiseHandler
+    if isolation is None:
+        isolation = _default_isolation(model)
     if isolation == "process":
         try:  # sizes the shared-memory ring; a core without a camera gives no hint
             frame_bytes = core.getImageWidth() * core.getImageHeight() * core.getBytesPerPixel()
