@@ -79,7 +79,7 @@ import useq
 from pymmcore_plus import CMMCorePlus
 
 from sn2n_live.acquisition._live import FrameDenoiser, LiveDenoiseHandler, live_denoise
-from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage
 from sn2n_live.method._unet import PRESETS, UNetConfig

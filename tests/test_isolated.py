@@ -23,7 +23,7 @@ from pymmcore_plus import CMMCorePlus
 
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
 from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise
-from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.config._sim_plan import SIMPlan
 
 SIDE = 64
 SIM = SIMPlan(pattern_source="metadata")

@@ -25,8 +25,8 @@ import zarr
 
 from sn2n_live.acquisition import _live
 from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise, load_denoiser
-from sn2n_live.acquisition._sim_plan import SIMPlan
 from sn2n_live.acquisition._writers import RunWriter
+from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage, save_package
 from sn2n_live.method._risk import RiskThresholds

@@ -10,8 +10,8 @@ import useq
 from pydantic import ValidationError
 from pymmcore_plus.experimental.unicore import GenericDevice, UniMMCore, pymm_property
 
-from sn2n_live.acquisition._sim_plan import SIMPlan, expand_sequence
 from sn2n_live.acquisition._simulated import create_demo_core, release_core
+from sn2n_live.config._sim_plan import SIMPlan, expand_sequence
 from sn2n_live.simulation import SIMIllumination
 
 SLM_SHAPE = (32, 48)

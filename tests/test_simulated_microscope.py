@@ -10,13 +10,13 @@ import useq
 from pymmcore_plus import CMMCorePlus
 from scipy import ndimage
 
-from sn2n_live.acquisition._sim_plan import SIMPlan
 from sn2n_live.acquisition._simulated import (
     SimulatedMicroscope,
     create_demo_core,
     create_simulated_microscope,
     release_core,
 )
+from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.simulation import SimulatedSample, simulate_sim_frames
 
 SHAPE = (256, 256)

@@ -16,13 +16,13 @@ import useq
 import zarr
 
 from sn2n_live.acquisition import _writers
-from sn2n_live.acquisition._sim_plan import SIMPlan
 from sn2n_live.acquisition._writers import (
     SIM_DIM,
     RunWriter,
     layout_from_events,
     write_json_atomic,
 )
+from sn2n_live.config._sim_plan import SIMPlan
 
 SIM = SIMPlan(pattern_source="metadata")
 BACKENDS = ["zarr-python", "tensorstore", "acquire-zarr"]

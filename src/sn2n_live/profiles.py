@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sn2n_live.acquisition._sim_plan import SIMPlan
+from sn2n_live.config import SIMPlan
 
 __all__ = [
     "AcquisitionPlan",

@@ -23,7 +23,6 @@ from sn2n_live.acquisition._session import (
     build_profile_denoiser,
     open_microscope,
 )
-from sn2n_live.acquisition._sim_plan import SIMEventMetadata, SIMPlan, expand_sequence
 from sn2n_live.acquisition._simulated import (
     SimulatedMicroscope,
     create_demo_core,
@@ -31,6 +30,7 @@ from sn2n_live.acquisition._simulated import (
     release_core,
 )
 from sn2n_live.acquisition._stats import LiveStats
+from sn2n_live.config import SIMEventMetadata, SIMPlan, expand_sequence
 
 __all__ = [
     "Finding",

@@ -15,13 +15,13 @@ from pymmcore_plus import DeviceType
 
 from sn2n_live._outputs import check_output, publish, temporary_sibling
 from sn2n_live.acquisition._live import RunSummary, live_denoise
-from sn2n_live.acquisition._sim_plan import expand_sequence
 from sn2n_live.acquisition._simulated import (
     create_demo_core,
     create_simulated_microscope,
     release_core,
 )
 from sn2n_live.acquisition._stats import LiveStats
+from sn2n_live.config import expand_sequence
 
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
