@@ -349,9 +349,6 @@ def denoise(
         progress = outputs.enter_context(_progress())
         task = progress.add_task("denoising", total=stack.n_frames)
         for chunk in stack.iter_chunks(frames_per_chunk):
-            flat = chunk.reshape(-1, *chunk.shape[-2:])
-            watch.check(flat, list(range(done, done + len(flat))))
-            done += len(flat)
             if risk_writer is None:
                 writer.write(denoiser.denoise(chunk))
             else:
@@ -359,6 +356,10 @@ def denoise(
                 writer.write(result.image)
                 risk_writer.write(result.risk)
                 fractions.extend(result.risk_fraction.reshape(-1).tolist())
+            # After denoising, which rejects unusable frames with its own clear error.
+            flat = chunk.reshape(-1, *chunk.shape[-2:])
+            watch.check(flat, list(range(done, done + len(flat))))
+            done += len(flat)
             progress.advance(task, len(chunk))
     console.print(f"[green]Wrote[/] {out}  ({stack.n_frames} frames, {dtype})")
     for note in watch.notes():

@@ -36,6 +36,7 @@ BACKGROUND_SIGMAS = 5.0
 BACKGROUND_MIN_ADU = 10.0
 _PATCH = 64
 _PEAK_PERCENTILE = 99.99
+_NOISE_AT_PEAK = 3.72  # the p99.99 of a standard normal
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class FramePhotometry:
     noise : numpy.ndarray
         ``(N,)`` noise standard deviation in that patch (from its diagonal twins).
     peak : numpy.ndarray
-        ``(N,)`` signal peak above the background: p99.99 minus the floor.
+        ``(N,)`` signal peak above the background: p99.99 minus the floor, minus the
+        3.7 noise sigmas by which noise alone lifts a p99.99 (so that a frame without
+        signal has a peak near 0 at any noise level).
     constant : numpy.ndarray
         ``(N,)`` bool: every pixel has the same value (a blank or saturated frame).
     """
@@ -73,8 +76,10 @@ def measure_photometry(frames: np.ndarray) -> FramePhotometry:
     FramePhotometry
     """
     x = torch.as_tensor(np.asarray(frames, dtype=np.float32))
-    if x.ndim != 3:
-        raise ValueError(f"measure_photometry: frames must be (N, H, W), got {tuple(x.shape)}")
+    if x.ndim != 3 or min(x.shape[-2:]) < 2:
+        raise ValueError(
+            f"measure_photometry: frames must be (N, H, W) with H, W >= 2, got {tuple(x.shape)}"
+        )
     floor = background_floor(x, _PATCH)
     p = min(_PATCH, x.shape[-2], x.shape[-1])
     ny, nx = x.shape[-2] // p, x.shape[-1] // p
@@ -88,7 +93,7 @@ def measure_photometry(frames: np.ndarray) -> FramePhotometry:
     return FramePhotometry(
         background=floor.numpy().astype(np.float64),
         noise=noise.numpy().astype(np.float64),
-        peak=(top - floor).clamp_min(0.0).numpy().astype(np.float64),
+        peak=(top - floor - _NOISE_AT_PEAK * noise).clamp_min(0.0).numpy().astype(np.float64),
         constant=constant.numpy(),
     )
 
@@ -157,15 +162,16 @@ def check_photometry(
     for bg, peak, constant in zip(stats.background, stats.peak, stats.constant, strict=True):
         if constant:
             findings.append(("blank", f"blank frame (every pixel {bg:.0f} ADU)"))
-        elif abs(bg - ref_bg) > allowed_shift:
-            findings.append(
-                ("background", f"background {bg:.0f} ADU vs {ref_bg:.0f} ADU in training")
-            )
+        # Light first: more light also lifts the background (haze, autofluorescence).
         elif ref_peak > 0 and peak > SIGNAL_RATIO_LIMIT * high:
             findings.append(("bright", f"signal {peak / ref_peak:.0f}x the training's"))
         elif ref_peak > 0 and peak < low / SIGNAL_RATIO_LIMIT:
             ratio = ref_peak / max(peak, 1e-9)
             findings.append(("dim", f"signal 1/{ratio:.0f} of the training's"))
+        elif abs(bg - ref_bg) > allowed_shift:
+            findings.append(
+                ("background", f"background {bg:.0f} ADU vs {ref_bg:.0f} ADU in training")
+            )
         else:
             findings.append(None)
     return findings
