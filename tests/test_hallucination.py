@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sn2n_live.method import Denoised, hallucination_risk, risk_fraction
+from sn2n_live.method._hallucination import fidelity_risk
 
 
 def _blur(x: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
@@ -68,3 +69,35 @@ def test_denoised_is_a_frozen_record():
     d = Denoised(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros(2))
     with pytest.raises(AttributeError):
         d.image = np.ones(1)  # type: ignore[misc]
+
+
+def _raw_like_twins(scene: torch.Tensor, seed: int) -> torch.Tensor:
+    """A raw frame whose per-pixel noise variance equals Var(A - B) of the fixture (50)."""
+    g = torch.Generator().manual_seed(seed)
+    return scene + 50**0.5 * torch.randn(scene.shape, generator=g)
+
+
+def test_fidelity_accepts_a_faithful_or_smoothing_output(noisy_twins):
+    scene, a, b = noisy_twins
+    raw = _raw_like_twins(scene, 1)
+    for output in (scene, _blur(raw, 1.5), raw):
+        risk = fidelity_risk(output, raw, a, b)
+        assert float(risk.min()) >= 0.0 and float(risk.max()) <= 1.0
+        assert float(risk_fraction(risk)[0]) <= 0.05
+
+
+def test_fidelity_flags_an_output_lifted_above_its_data(noisy_twins):
+    scene, a, b = noisy_twins
+    raw = _raw_like_twins(scene, 2)
+    region = torch.zeros_like(scene, dtype=torch.bool)
+    region[:, 70:120, 70:120] = True
+    # Half a noise sigma per pixel, the size of the lift a patch-wise normalization makes.
+    lifted = torch.where(region, scene + 0.5 * 50**0.5, scene)
+    flagged = fidelity_risk(lifted, raw, a, b) > 0.5
+    inner = torch.zeros_like(region)
+    inner[:, 78:112, 78:112] = True
+    assert float(flagged[inner].float().mean()) >= 0.8
+    assert float(flagged[~region].float().mean()) <= 0.05
+    # Output below its data (signal removed) is not what this map flags.
+    lowered = torch.where(region, scene - 0.5 * 50**0.5, scene)
+    assert float((fidelity_risk(lowered, raw, a, b) > 0.5).float().mean()) <= 0.05

@@ -34,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sn2n_live.method._hallucination import Denoised, hallucination_risk, risk_fraction
+from sn2n_live.method._hallucination import (
+    Denoised,
+    fidelity_risk,
+    hallucination_risk,
+    risk_fraction,
+)
 from sn2n_live.method._package import ModelPackage
 from sn2n_live.method._risk import (
     TileMode,
@@ -448,7 +453,10 @@ class Denoiser:
             else:
                 out[part] = self._run_frames(x[part], lo[part], hi[part])
             if risk:
-                risk_map[part] = hallucination_risk(out_a, out_b, a, b)
+                risk_map[part] = torch.maximum(
+                    hallucination_risk(out_a, out_b, a, b),
+                    fidelity_risk(out[part], x[part], a, b),
+                )
         if risk:
             risk_map = risk_map[:, :height, :width]
         return out[:, :height, :width], risk_map
