@@ -316,3 +316,5 @@ def test_live_progress_says_what_the_run_is_doing():
         task = report._progress.tasks[0]
         assert task.description == "catching up"
         assert task.fields["line"] == "denoised 52/72, 20 left at 2.00 fps, ETA 0:00:10"
+        report(_stats(state="catching_up", frames_received=72, denoised_written=72))
+        assert report._progress.tasks[0].fields["line"] == "denoised 72/72, done"

@@ -118,6 +118,8 @@ class _LiveProgress:
                 line = (
                     f"denoised {stats.denoised_written}/{to_denoise}, {left} left at "
                     f"{stats.denoise_fps:.2f} fps, ETA {eta}"
+                    if left
+                    else f"denoised {stats.denoised_written}/{to_denoise}, done"
                 )
                 description, done, total = "catching up", stats.denoised_written, to_denoise
             self._progress.update(
@@ -127,8 +129,6 @@ class _LiveProgress:
 
 def _eta(frames_left: int, fps: float) -> str:
     """``H:MM:SS`` for ``frames_left`` at ``fps``; ``-`` with no rate yet."""
-    if frames_left == 0:
-        return "0:00:00"
     if fps <= 0:
         return "-"
     minutes, seconds = divmod(round(frames_left / fps), 60)

@@ -236,10 +236,10 @@ class PhotometryWatch:
         background = self.record["background_adu"]["median"]
         trained = (
             f"the model was trained on frames with background {background:.0f} ADU and "
-            f"signal peaks {peak['min']:.0f}-{peak['max']:.0f} ADU above it"
+            f"signal peaks {peak['min']:.3g}-{peak['max']:.3g} ADU above it"
         )
         return [
-            f"frames {_ranges(frames)}: {examples[kind]} ({_ADVICE[kind]}); {trained}, so "
+            f"frames {_ranges(frames)}: {examples[kind]}, likely {_ADVICE[kind]}; {trained}, so "
             "the denoised values there may be wrong: check them against the raw, or train on "
             "pilot frames acquired like these (same exposure and laser power)"
             for kind, frames in kinds.items()
