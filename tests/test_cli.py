@@ -65,6 +65,8 @@ def test_info_prints_the_manifest(model_file):
     info = json.loads(result.output)
     assert info["sha256"] == load_package(model_file).sha256
     assert info["unet"]["depth"] == 3
+    assert info["training"]["epochs_run"] == 2
+    assert not {"train_loss", "val_loss", "lr"} & set(info["training"])  # curves left out
 
 
 @pytest.mark.parametrize(

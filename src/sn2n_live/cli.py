@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -35,7 +35,8 @@ app.add_typer(engine_app, name="engine")
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-Normalization = Literal["dataset", "per_patch", "global", "local"]
+
+_CURVES = ("train_loss", "val_loss", "lr")
 
 
 class CliError(Exception):
@@ -399,7 +400,8 @@ def info(model: Annotated[Path, typer.Argument(help="Model package (.sn2n).")]) 
         "inference": package.inference,
         "inference_tile": package.inference_tile,
         "camera_offset_adu": package.camera_offset_adu,
-        "training": {k: v for k, v in package.training.items() if "curve" not in k},
+        # The per-epoch curves are in the package; the summary keeps one line per value.
+        "training": {k: v for k, v in package.training.items() if k not in _CURVES},
         "provenance": package.provenance,
     }
     typer.echo(json.dumps(summary, indent=2, default=str))

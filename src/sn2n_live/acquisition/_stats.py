@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from array import array
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,11 +187,3 @@ class RangeList:
         """Inclusive ``[start, stop]`` ranges, sorted."""
         with self._lock:
             return [list(r) for r in self._ranges]
-
-    @classmethod
-    def from_values(cls, values: Iterable[int]) -> RangeList:
-        """Build from any iterable of integers."""
-        out = cls()
-        for v in sorted(set(values)):
-            out.add(v)
-        return out

@@ -188,11 +188,6 @@ class FrameLayout:
             return None
         return math.prod(c for c in counts if c is not None)
 
-    @property
-    def bounded(self) -> bool:
-        """Whether every dimension has a fixed length."""
-        return self.n_frames is not None
-
     def position(self, index: Mapping[str, int]) -> int | None:
         """Frame number in the layout of a frame with MDA ``index``; None if it has no place.
 
@@ -799,11 +794,6 @@ class RunWriter:
             with self._raw_progress:
                 self._raw_closed = True
                 self._raw_progress.notify_all()
-
-    @property
-    def raw_closed(self) -> bool:
-        """Whether the raw store is closed (everything in it is on disk)."""
-        return self._raw_closed
 
     # -- re-reading raw frames (denoise worker) --------------------------------------------
 
