@@ -115,11 +115,10 @@ def hallucination_risk(
             f"{tuple(twin_b.shape)}"
         )
     disagreement = _gaussian_smooth((output_a - output_b).float().square(), _WINDOW_SIGMA_PX)
-    noise = _gaussian_smooth((twin_a - twin_b).float().square(), _WINDOW_SIGMA_PX)
+    noise = _twin_noise_energy(twin_a, twin_b, _WINDOW_SIGMA_PX)
     # A noise-free region (a saturated or constant patch) explains nothing: any
     # disagreement there is the network's own.
-    floor = 1e-6 * noise.flatten(1).mean(dim=1).clamp_min(1e-12)[:, None, None]
-    rho = disagreement / noise.clamp_min(floor)
+    rho = disagreement / noise
     return ((rho - 1.0) / (RHO_SATURATED - 1.0)).clamp_(0.0, 1.0)
 
 
@@ -149,12 +148,18 @@ def fidelity_risk(
             f"{tuple(twin_b.shape)}"
         )
     excess = _gaussian_smooth((output - raw).float(), _FIDELITY_SIGMA_PX)
-    noise = _gaussian_smooth((twin_a - twin_b).float().square(), _FIDELITY_SIGMA_PX)
+    noise = _twin_noise_energy(twin_a, twin_b, _FIDELITY_SIGMA_PX)
     # The window mean of white noise of variance s^2 has variance s^2 * sum(g^2).
-    floor = 1e-6 * noise.flatten(1).mean(dim=1).clamp_min(1e-12)[:, None, None]
-    z = excess / (noise.clamp_min(floor) * _window_energy(_FIDELITY_SIGMA_PX)).sqrt()
+    z = excess / (noise * _window_energy(_FIDELITY_SIGMA_PX)).sqrt()
     low, high = FIDELITY_Z
     return ((z - low) / (high - low)).clamp_(0.0, 1.0)
+
+
+def _twin_noise_energy(twin_a: torch.Tensor, twin_b: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Local mean of ``(A - B)^2``: the per-pixel noise variance, floored above 0."""
+    noise = _gaussian_smooth((twin_a - twin_b).float().square(), sigma)
+    floor = 1e-6 * noise.flatten(1).mean(dim=1).clamp_min(1e-12)[:, None, None]
+    return noise.clamp_min(floor)
 
 
 def _window_energy(sigma: float) -> float:

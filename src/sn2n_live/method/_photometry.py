@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sn2n_live.method._risk import background_floor, twin_noise_variance
+from sn2n_live.method._risk import twin_noise_variance
 
 __all__ = [
     "SIGNAL_RATIO_LIMIT",
@@ -80,12 +80,12 @@ def measure_photometry(frames: np.ndarray) -> FramePhotometry:
         raise ValueError(
             f"measure_photometry: frames must be (N, H, W) with H, W >= 2, got {tuple(x.shape)}"
         )
-    floor = background_floor(x, _PATCH)
     p = min(_PATCH, x.shape[-2], x.shape[-1])
     ny, nx = x.shape[-2] // p, x.shape[-1] // p
     blocks = x[:, : ny * p, : nx * p].reshape(x.shape[0], ny, p, nx, p).transpose(2, 3)
     blocks = blocks.reshape(x.shape[0], ny * nx, p, p)
-    darkest = blocks.mean(dim=(2, 3)).argmin(dim=1)
+    # The background floor (as risk.background_floor) and the patch it comes from.
+    floor, darkest = blocks.mean(dim=(2, 3)).min(dim=1)
     noise = twin_noise_variance(blocks[torch.arange(x.shape[0]), darkest]).sqrt()
     flat = x.flatten(1)
     top = torch.quantile(flat, _PEAK_PERCENTILE / 100.0, dim=1)
