@@ -21,8 +21,9 @@ import useq
 import zarr
 from pymmcore_plus import CMMCorePlus
 
+from _run_checks import assert_record_matches_stores
+from sn2n_live.acquisition import LiveDenoiseHandler, live_denoise
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
-from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise
 from sn2n_live.config._sim_plan import SIMPlan
 
 SIDE = 64
@@ -209,6 +210,9 @@ def test_a_dead_denoise_process_loses_no_raw_frame(core, tmp_path):
     raw = np.asarray(zarr.open_group(run / "raw.ome.zarr", mode="r")["0"]).reshape(36, SIDE, SIDE)
     for frame in written:
         np.testing.assert_array_equal(raw[frame], camera[frame])
+    assert_record_matches_stores(run)
+    assert summary.rescue_stores == doc["raw_rescue"]["stores"]
+    assert summary.raw_written == 36
 
 
 def test_raw_frames_that_cannot_be_saved_stop_the_acquisition(core, tmp_path):
@@ -235,6 +239,10 @@ def test_raw_frames_that_cannot_be_saved_stop_the_acquisition(core, tmp_path):
     raw = zarr.open_group(tmp_path / "run" / "raw.ome.zarr", mode="r")["0"]
     for frame in range(first_failed):
         np.testing.assert_array_equal(raw[frame // 9, frame % 9], camera[frame])
+    doc = assert_record_matches_stores(tmp_path / "run")
+    assert doc["raw_unsaved_frames"][0][0] == first_failed
+    # The same failure on every later frame is one entry with a count, not one per frame.
+    assert len(raw_errors) <= 2 and sum(e["count"] for e in raw_errors) >= 2
 
 
 def test_process_options_fail_before_the_acquisition(tmp_path):

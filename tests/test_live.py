@@ -23,8 +23,9 @@ import torch
 import useq
 import zarr
 
-from sn2n_live.acquisition import _live
-from sn2n_live.acquisition._live import LiveDenoiseHandler, live_denoise, load_denoiser
+from _run_checks import assert_record_matches_stores
+from sn2n_live.acquisition import LiveDenoiseHandler, _session, live_denoise, load_denoiser
+from sn2n_live.acquisition._batching import RAW_BACKLOG_HOLD
 from sn2n_live.acquisition._writers import RunWriter
 from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
@@ -192,7 +193,8 @@ def test_denoising_waits_while_the_raw_writer_is_behind(core, denoiser, tmp_path
 
     class Recording(SlowDenoiser):
         def denoise(self, frames):
-            backlog_at_call.append((h._accepting, h._n_received - h._n_raw_done, len(frames)))
+            stats = h.stats()
+            backlog_at_call.append((stats.state == "acquiring", stats.raw_backlog, len(frames)))
             return super().denoise(frames)
 
     run = tmp_path / "run"
@@ -203,7 +205,7 @@ def test_denoising_waits_while_the_raw_writer_is_behind(core, denoiser, tmp_path
     assert summary.raw_written == summary.denoised_written == n
     during = [(backlog, size) for acquiring, backlog, size in backlog_at_call if acquiring]
     # Frames arriving between the check and the call add a few more.
-    assert all(backlog <= _live._RAW_BACKLOG_HOLD + 2 * size for backlog, size in during)
+    assert all(backlog <= RAW_BACKLOG_HOLD + 2 * size for backlog, size in during)
     assert _run_json(run)["timings"]["denoise_held_for_raw_writer_s"] > 0
 
 
@@ -235,6 +237,7 @@ def test_cancel_mid_run_leaves_consistent_stores(core, denoiser, tmp_path):
     assert len(_frame_md(run, "raw")) == len(_frame_md(run, "denoised")) == n
     assert np.asarray(den[n - 1]).any() and not np.asarray(den[n]).any()
     assert not np.asarray(raw[n]).any()
+    assert_record_matches_stores(run)
 
 
 def test_denoiser_failure_stops_denoising_not_saving(core, denoiser, tmp_path):
@@ -261,6 +264,7 @@ def test_denoiser_failure_stops_denoising_not_saving(core, denoiser, tmp_path):
     assert raw.shape == den.shape == (4, 9, SIDE, SIDE)
     assert all(np.asarray(raw[t, s]).any() for t in range(4) for s in range(9))
     assert np.asarray(den[0]).any() and not np.asarray(den[1:]).any()
+    assert_record_matches_stores(run)
 
 
 def test_preview_policy_records_frames_without_a_twin(core, denoiser, tmp_path):
@@ -291,6 +295,7 @@ def test_preview_policy_records_frames_without_a_twin(core, denoiser, tmp_path):
     for frame in range(72):
         t, s = divmod(frame, 9)
         assert np.asarray(den[t, s]).any() == (frame not in missing)
+    assert_record_matches_stores(run)
 
 
 def test_hardware_sequenced_burst_reaches_both_stores(core, denoiser, tmp_path):
@@ -454,10 +459,10 @@ def test_isolation_defaults_to_a_process_where_the_model_can_go_there(
     package, denoiser, tmp_path, caplog
 ):
     path = save_package(package, tmp_path / "m.sn2n")
-    assert _live._default_isolation(path) == "process"
-    assert _live._default_isolation(functools.partial(load_denoiser, path)) == "process"
-    with caplog.at_level("INFO", logger=_live.__name__):
-        assert _live._default_isolation(denoiser) == "thread"
-        assert _live._default_isolation(lambda: denoiser) == "thread"  # lambdas do not pickle
+    assert _session._default_isolation(path) == "process"
+    assert _session._default_isolation(functools.partial(load_denoiser, path)) == "process"
+    with caplog.at_level("INFO", logger="sn2n_live.acquisition"):
+        assert _session._default_isolation(denoiser) == "thread"
+        assert _session._default_isolation(lambda: denoiser) == "thread"  # lambdas do not pickle
     assert "isolation='thread' because the model is a Denoiser object" in caplog.text
     assert "cannot be sent to a child process" in caplog.text

@@ -18,8 +18,7 @@ import zarr
 from rich.console import Console
 from rich.table import Table
 
-from sn2n_live.acquisition import acquire_live, acquire_pilot, build_profile_denoiser
-from sn2n_live.acquisition._live import RunSummary
+from sn2n_live.acquisition import RunSummary, acquire_live, acquire_pilot, build_profile_denoiser
 from sn2n_live.io import read_frames
 from sn2n_live.method import TrainingConfig, initial_package, save_package, train
 from sn2n_live.profiles import load_profile

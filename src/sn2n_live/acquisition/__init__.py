@@ -1,26 +1,41 @@
 """Live denoising inside pymmcore-plus acquisitions: SIM plans, the live hook, writers.
 
-This package never imports Qt: previews poll :meth:`LiveDenoiseHandler.latest` or
-connect to its psygnal signals.
+This package never imports Qt: previews poll :meth:`LiveHandler.latest` or connect to
+its psygnal signals. Modules, one job each (docs/architecture.md draws a frame's path):
+
+- ``_contracts``: the denoiser and handler Protocols, LatestPair, RunSummary, events,
+  run states
+- ``_handler``: thread mode, pymmcore-plus's MDA callbacks into the pipeline
+- ``_isolated``: process mode, the acquisition side (frameReady, feeder, reader, rescue)
+- ``_denoise_process``: process mode, the child that runs the pipeline
+- ``_transport``: typed messages, the shared-memory ring and pair slot, the rescue store
+- ``_pipeline``: one path from ``accept(frame)`` to the stores (queues, threads)
+- ``_batching``: pure decisions (admission, batches, waiting for the raw writer)
+- ``_record``: counts, missing frames, errors, run.json, the RunSummary
+- ``_relay``: the watch on pymmcore-plus's relay thread
+- ``_writers``: store layout and the run folder's stores
+- ``_session``: ``live_denoise``, ``open_microscope``, ``acquire_*``
 """
 
 from sn2n_live.acquisition._check import Finding, check_profile
-from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
-from sn2n_live.acquisition._live import (
+from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
     LatestPair,
     LiveDenoiseEvents,
-    LiveDenoiseHandler,
+    LiveHandler,
+    RunState,
+    RunStatus,
     RunSummary,
-    check_run_folder,
-    live_denoise,
     load_denoiser,
 )
+from sn2n_live.acquisition._handler import LiveDenoiseHandler
+from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
 from sn2n_live.acquisition._session import (
     acquire_live,
     acquire_pilot,
     build_events,
     build_profile_denoiser,
+    live_denoise,
     open_microscope,
 )
 from sn2n_live.acquisition._simulated import (
@@ -30,6 +45,7 @@ from sn2n_live.acquisition._simulated import (
     release_core,
 )
 from sn2n_live.acquisition._stats import LiveStats
+from sn2n_live.acquisition._writers import check_run_folder
 from sn2n_live.config import SIMEventMetadata, SIMPlan, expand_sequence
 
 __all__ = [
@@ -38,8 +54,11 @@ __all__ = [
     "LatestPair",
     "LiveDenoiseEvents",
     "LiveDenoiseHandler",
+    "LiveHandler",
     "LiveStats",
     "ProcessLiveDenoiseHandler",
+    "RunState",
+    "RunStatus",
     "RunSummary",
     "SIMEventMetadata",
     "SIMPlan",

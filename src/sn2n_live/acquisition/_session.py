@@ -5,16 +5,30 @@ These are the building blocks of ``sn2n-live pilot``, ``acquire`` and ``demo``.
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import useq
 from pymmcore_plus import DeviceType
 
 from sn2n_live._outputs import check_output, publish, temporary_sibling
-from sn2n_live.acquisition._live import RunSummary, live_denoise
+from sn2n_live.acquisition._contracts import (
+    FrameDenoiser,
+    Isolation,
+    RunSummary,
+    is_denoiser,
+    load_denoiser,
+)
+from sn2n_live.acquisition._handler import LiveDenoiseHandler
+from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+from sn2n_live.acquisition._relay import LOST_FINISH
 from sn2n_live.acquisition._simulated import (
     create_demo_core,
     create_simulated_microscope,
@@ -26,7 +40,6 @@ from sn2n_live.config import expand_sequence
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
-    from sn2n_live.acquisition._live import FrameDenoiser
     from sn2n_live.method import Denoiser, ModelPackage
     from sn2n_live.profiles import Profile
 
@@ -35,8 +48,141 @@ __all__ = [
     "acquire_pilot",
     "build_events",
     "build_profile_denoiser",
+    "live_denoise",
     "open_microscope",
 ]
+
+_log = logging.getLogger("sn2n_live.acquisition")
+
+
+def _default_isolation(model: Any) -> Isolation:
+    """Process isolation where the model can cross to a child process, else threads."""
+    if isinstance(model, str | os.PathLike):
+        return "process"
+    if is_denoiser(model):
+        why = f"the model is a {type(model).__name__} object of this process"
+    else:
+        try:
+            pickle.dumps(model)
+            return "process"
+        except Exception as exc:
+            why = f"the model factory cannot be sent to a child process ({exc})"
+    _log.info(
+        "live_denoise: isolation='thread' because %s; pass a .sn2n path or a picklable "
+        "factory to denoise in a child process (the camera keeps its rate)",
+        why,
+    )
+    return "thread"
+
+
+@contextmanager
+def live_denoise(
+    core: CMMCorePlus,
+    *,
+    model: FrameDenoiser | str | os.PathLike[str] | Callable[[], FrameDenoiser],
+    out: str | os.PathLike[str],
+    progress: Callable[[LiveStats], None] | None = None,
+    catch_up_timeout: float | None = None,
+    isolation: Isolation | None = None,
+    stop_on_raw_failure: bool = True,
+    **options: Any,
+) -> Iterator[LiveDenoiseHandler | ProcessLiveDenoiseHandler]:
+    """Denoise every MDA run inside the block live, saving raw and denoised side by side.
+
+    Usage::
+
+        with live_denoise(core, model="model.sn2n", out="runs/001", events=events) as h:
+            core.mda.run(events)
+        print(h.wait().status)
+
+    The handler is connected to ``core.mda.events`` through pymmcore-plus's
+    ``mda_listeners_connected``, so its callbacks run on a relay thread, off the
+    acquisition (and GUI) thread, with either signal backend. Run the MDA *blocking*
+    inside the block (``core.mda.run``, or join the thread ``core.run_mda`` returns);
+    one run per block. On a normal exit the block waits for the denoiser to catch up
+    and closes the stores; if the block raises, queued frames are recorded as missing
+    instead of waited for.
+
+    Parameters
+    ----------
+    core : pymmcore_plus.CMMCorePlus
+        Any core (``UniMMCore`` included).
+    model : FrameDenoiser, str, os.PathLike or callable
+        A denoiser, a ``.sn2n`` package path or a factory (see :func:`load_denoiser`).
+    out : str or os.PathLike
+        Run folder (must not exist or be empty).
+    progress : callable, optional
+        Called with :class:`LiveStats` during the acquisition (every ``stats_interval_s``,
+        from the handler's monitor thread) and while waiting for the catch-up (on the
+        calling thread); it must be thread-safe (a rich ``Progress`` is).
+    catch_up_timeout : float, optional
+        Seconds to wait for the catch-up at most (then :class:`TimeoutError`; the run
+        goes on in the background and ``handler.wait()`` can be called again).
+    isolation : {"thread", "process"} or None
+        ``"process"``: writers and denoiser run in a child process
+        (:class:`~sn2n_live.acquisition._isolated.ProcessLiveDenoiseHandler`) and this
+        process only copies frames into shared memory, so their Python code never holds
+        the GIL the acquisition thread needs (the camera keeps its rate; fast
+        hardware-sequenced bursts). ``model`` must then be a path or picklable.
+        ``"thread"``: they run on threads of this process (any denoiser object).
+        None (default): ``"process"`` for a ``.sn2n`` path or a picklable factory,
+        ``"thread"`` for a denoiser object or an unpicklable factory, with one log line
+        saying why.
+    stop_on_raw_failure : bool
+        Cancel the MDA at the first raw frame that cannot be saved (disk full, store
+        removed; ``events.raw_failed``): acquiring on would expose the sample for frames
+        that are lost. The run ends ``failed``, with the error in run.json.
+    **options
+        Passed to :class:`LiveDenoiseHandler` (``events``, ``policy``,
+        ``memory_budget_mb``, ``max_batch``, ``denoised_dtype``, ``file_format``,
+        ``zarr_backend``, ``run_info``, ``profile``, ...).
+
+    Yields
+    ------
+    LiveDenoiseHandler
+        The handler (``latest()``, ``stats()``, ``events``, ``wait()``).
+    """
+    from pymmcore_plus.mda import mda_listeners_connected
+
+    handler: LiveDenoiseHandler | ProcessLiveDenoiseHandler
+    if isolation is None:
+        isolation = _default_isolation(model)
+    if isolation == "process":
+        try:  # sizes the shared-memory ring; a core without a camera gives no hint
+            frame_bytes = core.getImageWidth() * core.getImageHeight() * core.getBytesPerPixel()
+        except Exception:
+            frame_bytes = 0
+        options.setdefault("frame_bytes_hint", frame_bytes or None)
+        handler = ProcessLiveDenoiseHandler(model, out, **options)
+    elif isolation == "thread":
+        handler = LiveDenoiseHandler(load_denoiser(model), out, **options)
+    else:
+        raise ValueError(f"isolation must be one of {get_args(Isolation)}; got {isolation!r}.")
+    if stop_on_raw_failure:
+        handler.events.raw_failed.connect(lambda _: core.mda.cancel())
+    if progress is not None:  # during the acquisition too, not only while catching up
+        handler.events.stats.connect(progress)
+    try:
+        with mda_listeners_connected(handler, mda_events=core.mda.events):
+            yield handler
+    except BaseException:
+        if isinstance(handler, ProcessLiveDenoiseHandler) and not handler.started:
+            handler.close()
+        if handler.started:
+            # Close the stores promptly and keep the error visible: no catch-up wait.
+            handler.cancel_catch_up()
+            handler.finish(reason="the live_denoise block raised before the sequence finished")
+            handler.wait(timeout=catch_up_timeout)
+        raise
+    if not handler.started and isinstance(handler, ProcessLiveDenoiseHandler):
+        handler.close()
+    if handler.started:
+        # The relay was joined after a normal MDA end, so the sequence is over even if
+        # its sequenceFinished was lost (see LiveDenoiseHandler.finish).
+        handler.finish(interrupted=False, reason=LOST_FINISH)
+        if progress is not None:
+            handler.events.stats.disconnect(progress)  # wait() calls it from here on
+        handler.wait(timeout=catch_up_timeout, progress=progress)
 
 
 def build_profile_denoiser(profile: Profile, package: ModelPackage) -> Denoiser:
@@ -317,15 +463,23 @@ def acquire_live(
     timepoints : int, optional
         Overrides ``profile.acquisition.timepoints``.
     progress : callable, optional
-        Receives live statistics while the denoiser catches up after acquisition.
+        Receives live statistics during the acquisition and the catch-up.
 
     Returns
     -------
     RunSummary
         Counts, timings and any denoiser error.
+
+    Notes
+    -----
+    Called from the main thread, Ctrl-C (SIGINT) ends the run in order: the first press
+    cancels the acquisition and the denoising of frames still queued, the raw writer
+    drains and both stores are closed (status ``canceled``, or ``interrupted`` when the
+    acquisition had already ended); a second press raises ``KeyboardInterrupt`` at once,
+    the stores are closed as they stand.
     """
     output = profile.output
-    with open_microscope(profile) as core:
+    with open_microscope(profile) as core, _CtrlCEndsTheRun(core) as ctrl_c:
         events = build_events(profile, core, timepoints=timepoints)
         with live_denoise(
             core,
@@ -342,5 +496,45 @@ def acquire_live(
             risk=profile.denoise.risk,
             profile=profile.model_dump(mode="json"),
         ) as handler:
+            ctrl_c.handler = handler
             core.mda.run(events)
         return handler.wait()
+
+
+class _CtrlCEndsTheRun:
+    """SIGINT handler for a run on the main thread: first press ends it, second at once.
+
+    Without it, Ctrl-C raised ``KeyboardInterrupt`` wherever the main thread was (inside
+    the MDA runner or the catch-up wait) and the denoise process got its own SIGINT.
+    Elsewhere than on the main thread Python delivers no signals: it does nothing.
+    """
+
+    def __init__(self, core: CMMCorePlus) -> None:
+        self.core = core
+        self.handler: LiveDenoiseHandler | ProcessLiveDenoiseHandler | None = None
+        self._presses = 0
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlCEndsTheRun:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._presses += 1
+        handler = self.handler
+        if self._presses > 1 or handler is None or not handler.started or handler.finished:
+            raise KeyboardInterrupt
+        acquiring = self.core.mda.is_running()
+        _log.warning(
+            "Ctrl-C: %s; raw frames received so far are being saved and both stores "
+            "closed. Press Ctrl-C again to stop at once.",
+            "canceling the acquisition" if acquiring else "stopping the denoising catch-up",
+        )
+        if acquiring:
+            self.core.mda.cancel()
+        handler.cancel_catch_up()

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ import numpy as np
 import useq
 from ome_writers import AcquisitionSettings, Dimension, OMEStream, Position, create_stream
 
-from sn2n_live._outputs import atomic_write, follow_umask
+from sn2n_live._outputs import atomic_write, check_writable_dir, follow_umask
 
 __all__ = [
     "DENOISED_NAME",
@@ -70,6 +71,8 @@ __all__ = [
     "LayoutDim",
     "RunWriter",
     "ZarrBackend",
+    "check_run_folder",
+    "check_store_options",
     "flat_store_settings",
     "layout_from_events",
     "write_json_atomic",
@@ -552,6 +555,71 @@ def _complete_arrays(spec: _ArraySpec) -> None:
             write_json_atomic(meta_path, meta)
 
 
+def check_run_folder(out: str | os.PathLike[str]) -> Path:
+    """Check that ``out`` can be a new run folder; create it.
+
+    Called before the acquisition starts, so that no sample is exposed for a run that
+    cannot be saved.
+
+    Parameters
+    ----------
+    out : str or os.PathLike
+        The run folder: must not exist, or be an empty folder, and be writable.
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder, absolute (it exists afterwards).
+
+    Raises
+    ------
+    ValueError
+        If ``out`` exists and is not an empty folder.
+    sn2n_live._outputs.OutputPathError
+        If the folder cannot be created or written to.
+    """
+    run_dir = Path(out).expanduser().absolute()
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ValueError(
+            f"the run folder {run_dir} already exists and is not an empty folder; choose a "
+            "new run folder (each run writes its own raw/denoised stores and run.json)"
+        )
+    check_writable_dir(run_dir, what="run folder")
+    return run_dir
+
+
+def check_store_options(
+    layout: FrameLayout,
+    *,
+    file_format: FileFormat = "ome-zarr",
+    denoised_dtype: DenoisedDtype = "float32",
+    zarr_backend: ZarrBackend = "zarr-python",
+    risk: bool = False,
+) -> None:
+    """Raise ``ValueError`` if :class:`RunWriter` could not store ``layout`` so.
+
+    Called before an acquisition starts, so that no sample is exposed for a run whose
+    stores cannot be written.
+    """
+    if file_format not in get_args(FileFormat):
+        raise ValueError(f"file_format must be one of {get_args(FileFormat)}; got {file_format!r}.")
+    if denoised_dtype not in get_args(DenoisedDtype):
+        raise ValueError(
+            f"denoised_dtype must be one of {get_args(DenoisedDtype)}; got {denoised_dtype!r}."
+        )
+    if zarr_backend not in get_args(ZarrBackend):
+        raise ValueError(
+            f"zarr_backend must be one of {get_args(ZarrBackend)}; got {zarr_backend!r}."
+        )
+    if file_format == "ome-tiff":
+        _check_tiff(layout, denoised_dtype)
+        if risk:
+            raise ValueError(
+                "the risk map is written as OME-Zarr only; use file_format='ome-zarr' "
+                "(profile: output.format = 'ome-zarr') or turn the risk map off"
+            )
+
+
 class RunWriter:
     """Owns the stores of one run folder.
 
@@ -606,25 +674,13 @@ class RunWriter:
         zarr_backend: ZarrBackend = "zarr-python",
         risk: bool = False,
     ) -> None:
-        if file_format not in get_args(FileFormat):
-            raise ValueError(
-                f"file_format must be one of {get_args(FileFormat)}; got {file_format!r}."
-            )
-        if denoised_dtype not in get_args(DenoisedDtype):
-            raise ValueError(
-                f"denoised_dtype must be one of {get_args(DenoisedDtype)}; got {denoised_dtype!r}."
-            )
-        if zarr_backend not in get_args(ZarrBackend):
-            raise ValueError(
-                f"zarr_backend must be one of {get_args(ZarrBackend)}; got {zarr_backend!r}."
-            )
-        if file_format == "ome-tiff":
-            _check_tiff(layout, denoised_dtype)
-            if risk:
-                raise ValueError(
-                    "the risk map is written as OME-Zarr only; use file_format='ome-zarr' "
-                    "(profile: output.format = 'ome-zarr') or turn the risk map off"
-                )
+        check_store_options(
+            layout,
+            file_format=file_format,
+            denoised_dtype=denoised_dtype,
+            zarr_backend=zarr_backend,
+            risk=risk,
+        )
         self.run_dir = Path(run_dir)
         self.layout = layout
         self.file_format: FileFormat = file_format
