@@ -127,7 +127,7 @@ def _connect(pipeline: LivePipeline, link: _Link, publisher: _PairPublisher) -> 
             final = pipeline.latest()
             if final is not None and final.frame != publisher.frame:
                 publisher.publish(final, last=True)
-            link.send(tp.Finished(summary))
+            link.send(tp.Finished(summary, pipeline.unwritten_document))
         finally:
             finished.set()
 

@@ -59,6 +59,7 @@ from sn2n_live.acquisition._contracts import (
 from sn2n_live.acquisition._pipeline import Inbox
 from sn2n_live.acquisition._record import (
     ErrorLog,
+    journal_frames,
     record_after_child_death,
     summary_from_document,
 )
@@ -472,6 +473,8 @@ class ProcessLiveDenoiseHandler:
                 elif isinstance(message, tp.RawFailed):
                     self._emit(self.events.raw_failed, message.message)
                 elif isinstance(message, tp.Finished):
+                    if message.unwritten_document is not None:
+                        self._write_run_json(message.unwritten_document)
                     self._summary = message.summary
                     self._done.set()
                     self._cleanup_shared()
@@ -493,6 +496,13 @@ class ProcessLiveDenoiseHandler:
         self._child_gone.set()
         if not self._started.is_set():
             self._finish_after_child_death()
+
+    def _write_run_json(self, document: dict[str, Any]) -> None:
+        """Write the final run.json the child could not write (it may be over a quota)."""
+        try:
+            write_json_atomic(self.run_dir / RUN_JSON, document)
+        except Exception as exc:
+            self._errors.add("run.json", exc)
 
     def _take_pair(self) -> LatestPair | None:
         """Copy the waiting pair out of shared memory; None if the child overwrote it.
@@ -521,9 +531,13 @@ class ProcessLiveDenoiseHandler:
 
     def _rescue_in_flight(self) -> None:
         """Write every frame the dead child had not written (ring slots are intact)."""
-        self._ring_slots_used()  # drop what the child did write
+        self._ring_slots_used()  # drop what the child reported written
+        # The child may have died between journaling a frame and reporting it.
+        written = journal_frames(self.run_dir, "raw") | journal_frames(self.run_dir, "unplaced")
         while self._in_flight:
             f = self._in_flight.popleft()
+            if f.seq in written:
+                continue
             image = f.image
             if image is None:
                 assert f.slot is not None and f.shape is not None

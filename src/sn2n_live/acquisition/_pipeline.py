@@ -366,6 +366,8 @@ class LivePipeline:
         self._summary: RunSummary | None = None
         self._sequence_doc: Any = None
         self._threads: list[threading.Thread] = []
+        # The final run.json if it could not be written (another process may).
+        self.unwritten_document: dict[str, Any] | None = None
         self._ticks: list[Callable[[], None]] = []
 
     # -- reading ---------------------------------------------------------------------------
@@ -943,10 +945,10 @@ class LivePipeline:
             document = self._document(status)
             self._summary = summary_from_document(document, self.run_dir)
             self.record.write(document, final=True)
-        except Exception as exc:
+        except Exception as exc:  # e.g. a full disk: the summary still tells the story
             self.record.errors.add("run.json", exc)
-            if self._summary is None:
-                self._summary = summary_from_document(self._document(status), self.run_dir)
+            self.unwritten_document = self._document(status)
+            self._summary = summary_from_document(self.unwritten_document, self.run_dir)
         finally:
             self._done.set()
         self._emit(self.events.stats, self.stats())

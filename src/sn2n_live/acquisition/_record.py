@@ -57,6 +57,7 @@ __all__ = [
     "RunCounts",
     "RunRecord",
     "Timing",
+    "journal_frames",
     "record_after_child_death",
     "summary_from_document",
 ]
@@ -393,11 +394,10 @@ def record_after_child_death(
         document = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         document = {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION}
-    stores = document.get("stores") or {}
-    raw_frames = _journal_frames(run_dir, stores, "raw")
-    denoised_frames = _journal_frames(run_dir, stores, "denoised")
+    raw_frames = journal_frames(run_dir, "raw")
+    denoised_frames = journal_frames(run_dir, "denoised")
     # The journal, not the last heartbeat's list: frames may have come since.
-    unplaced_frames = _journal_frames(run_dir, stores, "unplaced")
+    unplaced_frames = journal_frames(run_dir, "unplaced")
     unplaced, unsaved = RangeList(), RangeList()
     rescued_frames = {i for lo, hi in rescued.ranges() for i in range(lo, hi + 1)}
     for seq in range(received):
@@ -459,12 +459,12 @@ def record_after_child_death(
     return document
 
 
-def _journal_frames(run_dir: Path, stores: Mapping[str, Any], role: str) -> set[int]:
-    """Frame numbers listed in a store's journal (a torn last line is ignored)."""
-    listed = stores.get(role)
-    name = (
-        listed.get("journal") if isinstance(listed, Mapping) else None
-    ) or f"{role}.frames.jsonl"
+def journal_frames(run_dir: Path, role: str) -> set[int]:
+    """Return the frame numbers listed in the journal ``<role>.frames.jsonl``.
+
+    A torn last line (a kill while writing it) is ignored; no journal lists none.
+    """
+    name = f"{role}.frames.jsonl"
     frames: set[int] = set()
     try:
         lines = (run_dir / name).read_text(encoding="utf-8").splitlines()

@@ -19,6 +19,7 @@ import useq
 from pymmcore_plus import DeviceType
 
 from sn2n_live._outputs import check_output, publish, temporary_sibling
+from sn2n_live.acquisition._connect import mda_events_relayed
 from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
     Isolation,
@@ -95,13 +96,13 @@ def live_denoise(
             core.mda.run(events)
         print(h.wait().status)
 
-    The handler is connected to ``core.mda.events`` through pymmcore-plus's
-    ``mda_listeners_connected``, so its callbacks run on a relay thread, off the
-    acquisition (and GUI) thread, with either signal backend. Run the MDA *blocking*
-    inside the block (``core.mda.run``, or join the thread ``core.run_mda`` returns);
-    one run per block. On a normal exit the block waits for the denoiser to catch up
-    and closes the stores; if the block raises, queued frames are recorded as missing
-    instead of waited for.
+    The handler is connected to ``core.mda.events`` through a relay thread
+    (:func:`~sn2n_live.acquisition._connect.mda_events_relayed`), so its callbacks run
+    off the acquisition (and GUI) thread, with either signal backend, and never wait on
+    the GUI thread. Run the MDA *blocking* inside the block (``core.mda.run``, or join
+    the thread ``core.run_mda`` returns, also on the GUI thread); one run per block. On
+    a normal exit the block waits for the denoiser to catch up and closes the stores; if
+    the block raises, queued frames are recorded as missing instead of waited for.
 
     Parameters
     ----------
@@ -142,8 +143,6 @@ def live_denoise(
     LiveDenoiseHandler
         The handler (``latest()``, ``stats()``, ``events``, ``wait()``).
     """
-    from pymmcore_plus.mda import mda_listeners_connected
-
     handler: LiveDenoiseHandler | ProcessLiveDenoiseHandler
     if isolation is None:
         isolation = _default_isolation(model)
@@ -163,7 +162,7 @@ def live_denoise(
     if progress is not None:  # during the acquisition too, not only while catching up
         handler.events.stats.connect(progress)
     try:
-        with mda_listeners_connected(handler, mda_events=core.mda.events):
+        with mda_events_relayed(handler, core.mda.events):
             yield handler
     except BaseException:
         if isinstance(handler, ProcessLiveDenoiseHandler) and not handler.started:

@@ -155,6 +155,8 @@ class RawFailed(NamedTuple):
 
 class Finished(NamedTuple):
     summary: RunSummary
+    # The final run.json when the child could not write it (its disk quota, say).
+    unwritten_document: dict[str, Any] | None = None
 
 
 # -- shared memory ---------------------------------------------------------------------------
