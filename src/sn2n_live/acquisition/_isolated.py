@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -473,9 +474,7 @@ class ProcessLiveDenoiseHandler:
                 elif isinstance(message, tp.RawFailed):
                     self._emit(self.events.raw_failed, message.message)
                 elif isinstance(message, tp.Finished):
-                    if message.unwritten_document is not None:
-                        self._write_run_json(message.unwritten_document)
-                    self._summary = message.summary
+                    self._summary = self._settle(message)
                     self._done.set()
                     self._cleanup_shared()
                     self._emit(self.events.finished, self._summary)
@@ -497,12 +496,31 @@ class ProcessLiveDenoiseHandler:
         if not self._started.is_set():
             self._finish_after_child_death()
 
-    def _write_run_json(self, document: dict[str, Any]) -> None:
-        """Write the final run.json the child could not write (it may be over a quota)."""
+    def _settle(self, message: tp.Finished) -> RunSummary:
+        """Return the run's summary with this process's errors (listeners) in run.json.
+
+        The child's final run.json is rewritten only when there is something to add, or
+        written here when the child could not write it (it may be over a disk quota).
+        """
+        document = message.unwritten_document
+        if document is None and not len(self._errors):
+            return message.summary
         try:
+            if document is None:
+                document = json.loads((self.run_dir / RUN_JSON).read_text(encoding="utf-8"))
+            log = ErrorLog()
+            log.extend(document.get("errors") or [])
+            log.extend(self._errors.entries())
+            document["errors"] = log.entries()
+            document["errors_not_listed"] = log.not_listed + int(
+                document.get("errors_not_listed") or 0
+            )
             write_json_atomic(self.run_dir / RUN_JSON, document)
         except Exception as exc:
             self._errors.add("run.json", exc)
+            _log.error("run.json could not be completed: %s", exc)
+            return message.summary
+        return summary_from_document(document, self.run_dir)
 
     def _take_pair(self) -> LatestPair | None:
         """Copy the waiting pair out of shared memory; None if the child overwrote it.

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from psygnal import EmitLoopError
 
 from sn2n_live.acquisition._contracts import RunStatus, RunSummary
 from sn2n_live.acquisition._stats import LatencyRecorder, RangeList, RateMeter
@@ -100,6 +101,10 @@ class ErrorLog:
         index: Mapping[str, int] | None = None,
     ) -> None:
         """Record ``exc``; a repeat of a recorded error only counts (and is logged once)."""
+        # psygnal wraps a listener's exception in an EmitLoopError whose message quotes
+        # the call's local variables: every repeat would read as a new error.
+        while isinstance(exc, EmitLoopError) and exc.__cause__ is not None:
+            exc = exc.__cause__
         key = (where, type(exc).__name__, str(exc)[:2000])
         with self._lock:  # one lock for look-up and append: two threads failing alike
             seen = self._by_key.get(key)
