@@ -97,7 +97,7 @@ def base_run(frames, tmp_path_factory):
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"epochs": 0}, "epochs"),
         ({"max_minutes": 0.0}, "max_minutes"),
-        ({"unet": None, "preset": "huge"}, "preset 'huge'.*paper"),
+        ({"unet": None, "preset": "huge"}, "(?s)preset.*'paper' or 'lite'.*'huge'"),
         ({"betas": (0.5, 1.0)}, "betas"),
         ({"device": "toaster"}, "device"),
         ({"learning_rate": 1e-3}, "learning_rate"),

@@ -19,6 +19,16 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+# The choices of the options, from the configuration layer (light: no torch or hardware).
+from sn2n_live.config import (
+    DenoisedDtype,
+    EngineName,
+    NormalizationPolicy,
+    Recipe,
+    TrainingInit,
+    UNetPreset,
+)
+
 app = typer.Typer(
     name="sn2n-live",
     help="Live Adaptive-SN2N denoising for low-light (SIM) microscopy.",
@@ -168,15 +178,18 @@ def train(
     pilot: Annotated[list[Path], typer.Argument(help="Pilot low-light stacks (TIFF/OME-Zarr).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model package to write (.sn2n).")],
     recipe: Annotated[
-        str,
+        Recipe,
         typer.Option(
-            help="twin (default: denoise the twins as trained, L2, linear head) or paper "
+            help="twin (denoise the twins as trained, L2, linear head) or paper "
             "(the published Adaptive-SN2N); see docs/method.md."
         ),
-    ] = "twin",
-    preset: Annotated[str, typer.Option(help="U-Net preset: paper or lite.")] = "lite",
+    ] = Recipe.TWIN,
+    preset: Annotated[
+        UNetPreset,
+        typer.Option(help="U-Net: lite (small, for CPUs) or paper (the published 17 M)."),
+    ] = UNetPreset.LITE,
     normalization: Annotated[
-        str, typer.Option(help="dataset | per_patch | global | local.")
+        NormalizationPolicy, typer.Option(help="Normalization policy (docs/method.md).")
     ] = "dataset",
     patch: Annotated[int, typer.Option(help="Training patch size (power of two).")] = 64,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 100,
@@ -202,14 +215,14 @@ def train(
     init: Annotated[
         str | None,
         typer.Option(
-            help="Start from: scratch, pretrained (the shipped lite model, fine-tuned: "
-            "better in a short budget) or a .sn2n package [default: the profile's, else "
-            "scratch]."
+            help=f"Start from: {TrainingInit.SCRATCH}, {TrainingInit.PRETRAINED} (the "
+            "shipped lite model, fine-tuned: better in a short budget) or a .sn2n package "
+            f"(default: the profile's, else {TrainingInit.SCRATCH})."
         ),
     ] = None,
     profile: Annotated[
         str | None,
-        typer.Option(help="Take --init and --max-minutes from this profile's [training]."),
+        typer.Option(help="Take --init and --max-minutes from this profile's \\[training]."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ) -> None:
@@ -231,7 +244,7 @@ def train(
         settings = load_profile(profile).training
         init = init if init is not None else str(settings.init)
         max_minutes = max_minutes if max_minutes is not None else settings.max_minutes
-    start_from = initial_package(init or "scratch")
+    start_from = initial_package(init or TrainingInit.SCRATCH)
     frames = read_frames(pilot)
     # Only settings the user gave override the recipe's defaults.
     given = {"batch_size": batch_size, "consistency_weight": consistency_weight}
@@ -283,12 +296,16 @@ def denoise(
     input: Annotated[Path, typer.Argument(help="Stack to denoise (TIFF/OME-TIFF/OME-Zarr).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model package (.sn2n).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output (.ome.tif or .ome.zarr).")],
-    dtype: Annotated[str, typer.Option(help="float32 or uint16.")] = "float32",
+    dtype: Annotated[
+        DenoisedDtype, typer.Option(help="Stored dtype (uint16: rounded and clipped).")
+    ] = "float32",
     tile: Annotated[
         str | None, typer.Option(help="Tile size, or 'whole' (global mode only).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference batch.")] = 64,
-    engine: Annotated[str, typer.Option(help="auto | onnxruntime | torch-cpu | ...")] = "auto",
+    engine: Annotated[
+        EngineName, typer.Option(help="Inference backend; auto: the best that runs here.")
+    ] = "auto",
     risk: Annotated[
         bool,
         typer.Option(
@@ -304,8 +321,6 @@ def denoise(
     from sn2n_live.io import StackWriter, open_stack
     from sn2n_live.method import PhotometryWatch, load_package
 
-    if dtype not in ("float32", "uint16"):
-        raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
     risk_out = _risk_path(out) if risk else None
     # Every output is checked before the first frame is denoised.
     for path, what in ((out, "output"), (risk_out, "risk map")):
@@ -315,7 +330,7 @@ def denoise(
     stack = open_stack(input)
     denoiser = build_denoiser(
         package,
-        engine=engine,  # type: ignore[arg-type]
+        engine=engine,
         tile="package" if tile is None else _parse_tile(tile),
         batch_size=batch_size,
     )
@@ -330,7 +345,7 @@ def denoise(
                 out,
                 shape=stack.shape,
                 axes=stack.axes,
-                dtype=dtype,  # type: ignore[arg-type]
+                dtype=dtype,
                 provenance=provenance,
                 overwrite=overwrite,
             )

@@ -32,11 +32,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 import sn2n_live
+from sn2n_live.config import NormalizationPolicy, UNetPreset
 from sn2n_live.method._package import InferenceMode, ModelPackage
 from sn2n_live.method._photometry import photometry_record
 from sn2n_live.method._recipes import RECIPES, Recipe
 from sn2n_live.method._risk import (
-    NormalizationPolicy,
     RiskClass,
     RiskThresholds,
     ScaleKind,
@@ -50,7 +50,7 @@ from sn2n_live.method._risk import (
     risk_statistics,
 )
 from sn2n_live.method._twins import UpsampleMode, make_twins, make_twins_tensor
-from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
+from sn2n_live.method._unet import PRESETS, Head, UNet, UNetConfig
 
 __all__ = [
     "StopReason",
@@ -94,7 +94,7 @@ class TrainingConfig(BaseModel):
         ``consistency_weight`` (see ``RECIPES``): ``"twin"``
         (default, sn2n-live's measured best) or ``"paper"`` (the published method). Any of
         those fields given explicitly overrides the recipe.
-    preset : str
+    preset : {"paper", "lite"}
         Name of a U-Net in ``PRESETS`` (``"paper"``: the published 17.26 M network,
         ``"lite"``: a small one). Ignored when ``unet`` is given.
     unet : UNetConfig or None
@@ -160,9 +160,9 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     recipe: Recipe = Recipe.TWIN
-    preset: str = "paper"
+    preset: UNetPreset = UNetPreset.PAPER
     unet: UNetConfig | None = None
-    head: Literal["sigmoid", "linear"]
+    head: Head
     loss: LossKind
     scale: ScaleKind
     inference: InferenceMode
@@ -220,11 +220,6 @@ class TrainingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_network_fit(self) -> TrainingConfig:
-        if self.unet is None and self.preset not in PRESETS:
-            raise ValueError(
-                f"preset {self.preset!r} is not a known U-Net preset; choose one of "
-                f"{sorted(PRESETS)} or pass an explicit `unet` configuration"
-            )
         if self.compensate and self.inference != "twins":
             raise ValueError(
                 "compensate=True needs inference='twins' (the compensation is applied to the "
