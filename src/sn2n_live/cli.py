@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -28,6 +28,9 @@ from sn2n_live.config import (
     TrainingInit,
     UNetPreset,
 )
+
+if TYPE_CHECKING:
+    from sn2n_live.method import TrainingProgress
 
 app = typer.Typer(
     name="sn2n-live",
@@ -140,10 +143,65 @@ class _LiveProgress:
 
 def _eta(frames_left: int, fps: float) -> str:
     """``H:MM:SS`` for ``frames_left`` at ``fps``; ``-`` with no rate yet."""
-    if fps <= 0:
+    return _clock(frames_left / fps if fps > 0 else None)
+
+
+def _clock(seconds: float | None) -> str:
+    """``H:MM:SS``; ``-`` for None (not known yet)."""
+    if seconds is None:
         return "-"
-    minutes, seconds = divmod(round(frames_left / fps), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+    minutes, whole = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{whole:02d}"
+
+
+class TrainingBar:
+    """Draw :func:`sn2n_live.method.train`'s progress as a rich bar on stderr.
+
+    One line: the epoch, a bar over the run's steps, the step in the epoch, the epoch's
+    running training loss, the latest validation loss and the time left. Pass the entered
+    bar as ``train(..., progress=bar)``; nothing is drawn before the first report, so a
+    run that fails while preparing its data shows only its error.
+    """
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> TrainingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, report: TrainingProgress) -> None:
+        """Show one report (the ``progress`` callback of ``train``)."""
+        fields = {
+            "epoch": f"{report.epoch}/{report.epochs}",
+            "step": f"{report.step}/{report.steps}" if report.step else "-",
+            "train": _loss(report.train_loss),
+            "val": _loss(report.val_loss),
+            "left": _clock(report.remaining_s),
+        }
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                TextColumn("step {task.fields[step]}"),
+                TextColumn("train {task.fields[train]}"),
+                TextColumn("val {task.fields[val]}"),
+                TextColumn("left {task.fields[left]}"),
+                console=console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", **fields)
+        self._progress.update(
+            self._task, total=report.run_steps, completed=report.run_step, **fields
+        )
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 class _OurInfoLibraryWarnings(logging.Filter):
@@ -261,15 +319,16 @@ def train(
         **overrides,
     )
     console.print(f"Training on {len(frames)} frames of {frames.shape[1]}x{frames.shape[2]}")
-    package = train_model(
-        frames,
-        config,
-        resume_from=resume,
-        checkpoint_path=checkpoint,
-        camera_offset_adu=camera_offset,
-        progress=True,
-        init=start_from,
-    )
+    with TrainingBar() as bar:
+        package = train_model(
+            frames,
+            config,
+            resume_from=resume,
+            checkpoint_path=checkpoint,
+            camera_offset_adu=camera_offset,
+            progress=bar,
+            init=start_from,
+        )
     path = save_package(package, out)
     stats = package.training
     console.print(
@@ -552,7 +611,13 @@ def demo(
     """Run the demo: simulated SIM microscope, pilot, training, live run, side-by-side PNG."""
     from sn2n_live._demo import run_demo
 
-    result = run_demo(out, timepoints=timepoints, train_minutes=train_minutes, console=console)
+    result = run_demo(
+        out,
+        timepoints=timepoints,
+        train_minutes=train_minutes,
+        console=console,
+        training_bar=TrainingBar,
+    )
     if result.summary.status != "completed":
         raise typer.Exit(code=1)
 
