@@ -167,7 +167,7 @@ def run_ours(
     t0 = time.monotonic()
     trained = kwargs.pop("train", True)
     if trained:
-        package = train(pilot, TrainingConfig(**kwargs), progress=False, init=init)
+        package = train(pilot, TrainingConfig(**kwargs), init=init)
     else:
         assert init is not None, f"OURS[{name!r}] applies a package without training: set init"
         package = init

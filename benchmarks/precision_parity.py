@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     config = TrainingConfig(preset="lite", max_minutes=minutes, device=device, seed=0)
     t0 = time.perf_counter()
-    package = train(stack(pilot.raw), config, progress=False)
+    package = train(stack(pilot.raw), config)
     train_seconds = time.perf_counter() - t0
     print(f"trained lite on {device} for {train_seconds:.1f} s", flush=True)
 

@@ -72,7 +72,7 @@ def score(risk: np.ndarray, hallucinated: np.ndarray, background: np.ndarray) ->
 def run_model(name: str, data: dict[str, Any], minutes: float) -> dict[str, Any]:
     """Train OURS[name] on the pilot, then score the map on both cases."""
     kwargs = {**peers.OURS_DEFAULTS, **peers.OURS[name], "max_minutes": minutes, "seed": 0}
-    package = train(data["pilot"], TrainingConfig(**kwargs), progress=False)
+    package = train(data["pilot"], TrainingConfig(**kwargs))
     denoiser = Denoiser(package)
     background = np.broadcast_to(data["background"], data["raw"].shape)
     out: dict[str, Any] = {"steps": package.training["steps"]}

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from sn2n_live.cli import TrainingBar
 from sn2n_live.method import TrainingConfig, save_package, train
 from sn2n_live.simulation import (
     DEFAULT_BACKGROUND_FRACTION,
@@ -99,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = TrainingConfig(
         recipe="twin", preset="lite", epochs=1000, max_minutes=args.minutes, seed=0
     )
-    package = train(frames, config, progress=True)
+    with TrainingBar() as bar:
+        package = train(frames, config, progress=bar)
     package = dataclasses.replace(
         package,
         provenance={

@@ -125,6 +125,7 @@ def test_train_paper_recipe_by_name(pilot_file, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.output and "val 0." in result.output  # the training bar
     package = load_package(out)
     assert (package.inference, package.unet.head, package.scale) == (
         "frame",
@@ -320,3 +321,28 @@ def test_live_progress_says_what_the_run_is_doing():
         assert task.fields["line"] == "denoised 52/72, 20 left at 2.00 fps, ETA 0:00:10"
         report(_stats(state="catching_up", frames_received=72, denoised_written=72))
         assert report._progress.tasks[0].fields["line"] == "denoised 72/72, done"
+
+
+def test_training_bar_shows_epoch_steps_losses_and_time_left():
+    from sn2n_live.cli import TrainingBar
+    from sn2n_live.method import TrainingProgress
+
+    def report(**fields):
+        start = {
+            "epoch": 0, "epochs": 3, "step": 0, "steps": 4, "run_step": 0, "run_steps": 12,
+            "train_loss": None, "val_loss": None, "elapsed_s": 1.0, "remaining_s": None,
+        }  # fmt: skip
+        return TrainingProgress(**{**start, **fields})
+
+    with TrainingBar() as bar:
+        assert bar._progress is None  # nothing drawn before the first report
+        bar(report())
+        task = bar._progress.tasks[0]
+        assert (task.completed, task.total) == (0, 12)
+        assert task.fields == {"epoch": "0/3", "step": "-", "train": "-", "val": "-", "left": "-"}
+        bar(report(epoch=2, step=3, run_step=7, train_loss=0.01234, val_loss=0.5, remaining_s=65))
+        task = bar._progress.tasks[0]
+        assert task.completed == 7
+        assert task.fields == {
+            "epoch": "2/3", "step": "3/4", "train": "0.0123", "val": "0.5000", "left": "0:01:05",
+        }  # fmt: skip

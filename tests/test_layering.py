@@ -1,40 +1,93 @@
 """The package's import rules (docs/architecture.md), checked on the source itself."""
 
 import ast
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "sn2n_live"
 QT = ("qtpy", "PySide6", "PyQt5", "PyQt6", "ndv", "vispy", "superqt")
+# What a user interface uses: the library layers report through callbacks instead.
+UI = ("rich", "typer", "sn2n_live.cli")
+# Forbidden imports of each package (folder) or module, anywhere in its source.
 RULES = {
-    "method": ("sn2n_live.acquisition", "sn2n_live.engine", "pymmcore_plus", *QT),
+    "method": (
+        "sn2n_live.acquisition",
+        "sn2n_live.engine",
+        "sn2n_live.io",
+        "sn2n_live.profiles",
+        "pymmcore_plus",
+        *UI,
+        *QT,
+    ),
     "simulation": (
         "sn2n_live.acquisition",
         "sn2n_live.engine",
         "sn2n_live.method",
+        "sn2n_live.config",  # it imports the simulation's optics
         "pymmcore_plus",
         "torch",
         *QT,
     ),
-    "engine": ("sn2n_live.acquisition", "pymmcore_plus", *QT),
+    "engine": (
+        "sn2n_live.acquisition",
+        "sn2n_live.io",
+        "sn2n_live.profiles",
+        "pymmcore_plus",
+        *UI,
+        *QT,
+    ),
     # The schemas: no hardware, writers, torch or GUI (profile check --schema-only).
     "config": (
         "sn2n_live.acquisition",
         "sn2n_live.engine",
         "sn2n_live.method",
+        "sn2n_live.io",
+        "sn2n_live.profiles",
         "pymmcore_plus",
         "ome_writers",
         "torch",
+        *UI,
         *QT,
     ),
     "acquisition": QT,
+    "io": (
+        "sn2n_live.acquisition",
+        "sn2n_live.engine",
+        "sn2n_live.method",
+        "sn2n_live.profiles",
+        "pymmcore_plus",
+        "torch",
+        *UI,
+        *QT,
+    ),
+    # The command line may use every layer, but only inside its commands (see below).
+    "cli": QT,
 }
+# Modules that import nothing but the standard library and these.
+ONLY = {
+    "profiles": ("pydantic", "sn2n_live.config"),
+    "config/_choices": (),
+}
+# What cli.py imports when it is loaded: `sn2n-live --help` and `profile check
+# --schema-only` start without torch, engines, writers or hardware.
+CLI_MODULE_LEVEL = ("numpy", "typer", "rich", "sn2n_live.config")
+
+
+def _files(name: str) -> list[Path]:
+    folder = SRC / name
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [SRC / f"{name}.py"]
 
 
 def _imports(path: Path) -> set[str]:
+    return _imported(ast.walk(ast.parse(path.read_text())))
+
+
+def _imported(nodes: Iterable[ast.AST]) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -42,19 +95,45 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+def _matches(name: str, prefixes: Iterable[str]) -> list[str]:
+    return [p for p in prefixes if name == p or name.startswith(p + ".")]
+
+
 @pytest.mark.parametrize("package", sorted(RULES))
 def test_package_does_not_import_forbidden_layers(package):
-    files = sorted((SRC / package).glob("*.py"))
-    assert files, f"no modules found in {package}"
+    files = _files(package)
+    assert all(f.is_file() for f in files) and files, f"no modules found for {package}"
     for file in files:
         for name in _imports(file):
-            bad = [f for f in RULES[package] if name == f or name.startswith(f + ".")]
+            bad = _matches(name, RULES[package])
             assert not bad, f"{file.relative_to(SRC)} imports {name} ({package} must not)"
+
+
+@pytest.mark.parametrize("module", sorted(ONLY))
+def test_module_imports_only_the_standard_library_and_its_allowed_layers(module):
+    (file,) = _files(module)
+    for name in _imports(file):
+        allowed = name.partition(".")[0] in sys.stdlib_module_names or _matches(name, ONLY[module])
+        assert allowed, f"{module} imports {name}; it may import only {ONLY[module]} (and std)"
+
+
+def test_cli_imports_the_heavy_layers_only_inside_its_commands():
+    tree = ast.parse((SRC / "cli.py").read_text())
+    # Module-level statements, but not the `if TYPE_CHECKING:` block (never run).
+    loaded = [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    ]
+    for name in _imported(loaded):
+        light = name.partition(".")[0] in sys.stdlib_module_names
+        assert light or _matches(name, CLI_MODULE_LEVEL), (
+            f"cli.py imports {name} when it is loaded; import it inside the commands that use it"
+        )
 
 
 def test_profile_schema_check_loads_no_hardware_writers_or_torch():
     import subprocess
-    import sys
 
     code = (
         "import sys\n"

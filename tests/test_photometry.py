@@ -81,7 +81,7 @@ def test_training_records_its_frames_photometry(tmp_path):
     config = TrainingConfig(
         unet=UNetConfig(depth=2, base_channels=4), patch=32, epochs=1, device="cpu"
     )
-    package = train(frames, config, progress=False)
+    package = train(frames, config)
     assert package.training["photometry"] == photometry_record(frames)
     loaded = load_package(save_package(package, tmp_path / "m.sn2n"))
     assert loaded.training["photometry"] == package.training["photometry"]

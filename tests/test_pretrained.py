@@ -55,8 +55,8 @@ def test_it_denoises_unseen_frames_without_any_training(pretrained):
 def test_fine_tuning_starts_from_it_and_records_it(pretrained):
     frames = simulate_sim_frames((128, 128), photons=20, seed=8).raw.reshape(-1, 128, 128)
     config = TrainingConfig(preset="lite", epochs=1, device="cpu")
-    tuned = train(frames, config, progress=False, init=pretrained)
-    scratch = train(frames, config, progress=False)
+    tuned = train(frames, config, init=pretrained)
+    scratch = train(frames, config)
     assert tuned.provenance["init"]["name"] == "lite"
     assert tuned.provenance["init"]["weights_sha256"] == pretrained.sha256
     assert tuned.training["best_val_loss"] < scratch.training["best_val_loss"]

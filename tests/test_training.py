@@ -12,8 +12,8 @@ from sn2n_live.method._risk import RiskThresholds, frame_scale
 from sn2n_live.method._training import (
     TrainingConfig,
     _cosine_factor,
+    _seconds_left,
     _sn2n_loss,
-    _time_left,
     data_sha256,
     make_batches,
     make_training_pairs,
@@ -79,7 +79,7 @@ def frames() -> np.ndarray:
 def base_run(frames, tmp_path_factory):
     """A 4-epoch run that also leaves its final checkpoint behind."""
     ckpt = tmp_path_factory.mktemp("base") / "run.ckpt"
-    package = train(frames, _config(epochs=4), checkpoint_path=ckpt, progress=False)
+    package = train(frames, _config(epochs=4), checkpoint_path=ckpt)
     return package, ckpt
 
 
@@ -97,7 +97,7 @@ def base_run(frames, tmp_path_factory):
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"epochs": 0}, "epochs"),
         ({"max_minutes": 0.0}, "max_minutes"),
-        ({"unet": None, "preset": "huge"}, "preset 'huge'.*paper"),
+        ({"unet": None, "preset": "huge"}, "(?s)preset.*'paper' or 'lite'.*'huge'"),
         ({"betas": (0.5, 1.0)}, "betas"),
         ({"device": "toaster"}, "device"),
         ({"learning_rate": 1e-3}, "learning_rate"),
@@ -207,7 +207,7 @@ def test_bad_frames_raise_clear_errors(frames, message):
 
 def test_training_needs_a_window_to_validate():
     with pytest.raises(ValueError, match="only 1 training window"):
-        train(_blobs(1, (32, 32)), _config(), progress=False)
+        train(_blobs(1, (32, 32)), _config())
 
 
 # --------------------------------------------------------------------------- batches
@@ -272,8 +272,8 @@ def test_training_learns_and_reports(base_run, frames, tmp_path):
 
 def test_same_seed_same_weights_other_seed_different(base_run, frames):
     package, _ = base_run
-    again = train(frames, _config(epochs=4), progress=False)
-    other = train(frames, _config(epochs=4, seed=1), progress=False)
+    again = train(frames, _config(epochs=4))
+    other = train(frames, _config(epochs=4, seed=1))
     for name, tensor in package.state_dict.items():
         assert torch.equal(tensor, again.state_dict[name]), name
     assert again.training["val_loss"] == package.training["val_loss"]
@@ -283,11 +283,9 @@ def test_same_seed_same_weights_other_seed_different(base_run, frames):
 def test_resume_matches_an_uninterrupted_run(base_run, frames, tmp_path):
     package, full_ckpt = base_run
     ckpt = tmp_path / "half.ckpt"
-    half = train(frames, _config(epochs=2), checkpoint_path=ckpt, progress=False)
+    half = train(frames, _config(epochs=2), checkpoint_path=ckpt)
     assert half.training["epochs_run"] == 2
-    resumed = train(
-        frames, _config(epochs=4), resume_from=ckpt, checkpoint_path=ckpt, progress=False
-    )
+    resumed = train(frames, _config(epochs=4), resume_from=ckpt, checkpoint_path=ckpt)
     for name, tensor in package.state_dict.items():
         assert torch.equal(tensor, resumed.state_dict[name]), name
     for key in ("train_loss", "val_loss", "lr", "best_epoch", "epochs_run"):
@@ -303,23 +301,21 @@ def test_resume_matches_an_uninterrupted_run(base_run, frames, tmp_path):
 def test_resume_refuses_other_data_or_settings(base_run, frames):
     _, ckpt = base_run
     with pytest.raises(ValueError, match="different training frames"):
-        train(_blobs(2, seed=5), _config(epochs=5), resume_from=ckpt, progress=False)
+        train(_blobs(2, seed=5), _config(epochs=5), resume_from=ckpt)
     with pytest.raises(ValueError, match="different training settings \\(lr\\)"):
-        train(frames, _config(epochs=5, lr=1e-3), resume_from=ckpt, progress=False)
+        train(frames, _config(epochs=5, lr=1e-3), resume_from=ckpt)
 
 
 def test_resume_rejects_a_file_that_is_not_a_checkpoint(frames, tmp_path):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable sn2n-live checkpoint"):
-        train(frames, _config(), resume_from=bogus, progress=False)
+        train(frames, _config(), resume_from=bogus)
 
 
 def test_time_budget_stops_cleanly_with_a_usable_package(frames, tmp_path):
     ckpt = tmp_path / "budget.ckpt"
-    package = train(
-        frames, _config(epochs=500, max_minutes=0.001), checkpoint_path=ckpt, progress=False
-    )
+    package = train(frames, _config(epochs=500, max_minutes=0.001), checkpoint_path=ckpt)
     stats = package.training
     assert stats["stopped_reason"] == "time_budget"
     assert stats["epochs_run"] < 500 and len(stats["val_loss"]) == stats["epochs_run"] >= 1
@@ -340,7 +336,7 @@ def test_time_budget_stops_cleanly_with_a_usable_package(frames, tmp_path):
 def test_constant_frames_are_refused(value):
     frames = np.full((2, 96, 96), value, dtype=np.uint16)
     with pytest.raises(ValueError, match=rf"constant \({value} everywhere"):
-        train(frames, _config(epochs=1), progress=False)
+        train(frames, _config(epochs=1))
 
 
 def test_frames_without_signal_are_refused_with_what_to_do():
@@ -348,7 +344,7 @@ def test_frames_without_signal_are_refused_with_what_to_do():
     rng = np.random.default_rng(0)
     dark = rng.poisson(0.014, (9, 96, 96)) + rng.normal(100.0, 1.5, (9, 96, 96))
     with pytest.raises(ValueError, match=r"no signal above their noise.*dose of the live run"):
-        train(dark.astype(np.float32), _config(epochs=1), progress=False)
+        train(dark.astype(np.float32), _config(epochs=1))
 
 
 def test_signal_ratio_separates_noise_from_faint_structure():
@@ -362,17 +358,15 @@ def test_signal_ratio_separates_noise_from_faint_structure():
 
 def test_time_left_is_capped_by_the_budget():
     # 10 steps took 5 s: 1000 steps left would take 500 s, but the budget ends in 60 s.
-    assert _time_left(5.0, 10, 1000, 60.0) == "0:01:00"
-    assert _time_left(5.0, 10, 1000, None) == "0:08:20"
-    assert _time_left(0.0, 0, 1000, None) == "-"
+    assert _seconds_left(5.0, 10, 1000, 60.0) == 60.0
+    assert _seconds_left(5.0, 10, 1000, None) == 500.0
+    assert _seconds_left(0.0, 0, 1000, None) is None
 
 
 def test_early_stopping_on_pure_noise():
     rng = np.random.default_rng(3)
     noise = (rng.poisson(50.0, size=(2, 96, 96)) + 100).astype(np.uint16)
-    package = train(
-        noise, _config(epochs=40, patience=1, lr=1e-2), progress=False, check_signal=False
-    )
+    package = train(noise, _config(epochs=40, patience=1, lr=1e-2), check_signal=False)
     stats = package.training
     assert stats["stopped_reason"] == "early_stopping"
     assert stats["epochs_run"] < 40
@@ -380,14 +374,30 @@ def test_early_stopping_on_pure_noise():
     assert stats["best_epoch"] == stats["epochs_run"] - 1
 
 
-def test_progress_bar_only_when_asked(frames, capsys):
-    train(frames, _config(epochs=1), progress=False)
+def test_training_is_silent_without_a_progress_callback(frames, capsys):
+    train(frames, _config(epochs=1))
     silent = capsys.readouterr()
     assert silent.out == "" and silent.err == ""
-    train(frames, _config(epochs=1), progress=True)
-    shown = capsys.readouterr()
-    assert shown.out == ""
-    assert "epoch" in shown.err and "val" in shown.err
+
+
+def test_progress_callback_reports_every_step_and_validation(frames):
+    reports = []
+    package = train(frames, _config(epochs=2), progress=reports.append)
+    steps = package.training["steps_per_epoch"]
+    first, *stepping = reports
+    # Before the first step: nothing trained or validated yet.
+    assert (first.epoch, first.step, first.run_step) == (0, 0, 0)
+    assert first.train_loss is None and first.val_loss is None
+    # Then one report per step and one after each validation.
+    assert len(stepping) == 2 * (steps + 1)
+    assert [r.run_step for r in stepping[: steps + 1]] == [*range(1, steps + 1), steps]
+    assert all((r.epochs, r.steps, r.run_steps) == (2, steps, 2 * steps) for r in reports)
+    after_validation = [stepping[steps], stepping[-1]]
+    assert [r.epoch for r in after_validation] == [1, 2]
+    assert [r.val_loss for r in after_validation] == package.training["val_loss"]
+    assert [r.train_loss for r in after_validation] == package.training["train_loss"]
+    assert all(r.remaining_s is not None and r.remaining_s >= 0 for r in stepping)
+    assert stepping[-1].elapsed_s >= first.elapsed_s
 
 
 # --------------------------------------------------------------------------- twin recipe
@@ -453,7 +463,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 def test_twin_training_records_its_recipe_and_cosine_resume_keeps_epochs(frames, tmp_path):
     config = _config(recipe="twin", batch_size=8, lr=2e-3, epochs=2)
     ckpt = tmp_path / "twin.ckpt"
-    package = train(frames, config, checkpoint_path=ckpt, progress=False)
+    package = train(frames, config, checkpoint_path=ckpt)
     assert (package.scale, package.inference, package.unet.head) == (
         "background",
         "twins",
@@ -464,7 +474,7 @@ def test_twin_training_records_its_recipe_and_cosine_resume_keeps_epochs(frames,
     assert lrs[-1] < lrs[0] or len(lrs) == 1
     assert package.training["steps"] == 2 * package.training["steps_per_epoch"]
     with pytest.raises(ValueError, match="epochs"):
-        train(frames, config.model_copy(update={"epochs": 4}), resume_from=ckpt, progress=False)
+        train(frames, config.model_copy(update={"epochs": 4}), resume_from=ckpt)
 
 
 # --------------------------------------------------------------------------- init
@@ -472,12 +482,12 @@ def test_twin_training_records_its_recipe_and_cosine_resume_keeps_epochs(frames,
 
 @pytest.fixture(scope="module")
 def twin_run(frames):
-    return train(frames, _config(recipe="twin", epochs=3), progress=False)
+    return train(frames, _config(recipe="twin", epochs=3))
 
 
 def test_init_starts_from_the_given_weights(twin_run, frames):
-    scratch = train(frames, _config(recipe="twin", epochs=1), progress=False)
-    tuned = train(frames, _config(recipe="twin", epochs=1), progress=False, init=twin_run)
+    scratch = train(frames, _config(recipe="twin", epochs=1))
+    tuned = train(frames, _config(recipe="twin", epochs=1), init=twin_run)
     # The same split and the initial weights: the first epoch starts where they ended.
     assert tuned.training["val_loss"][0] < scratch.training["val_loss"][0]
     assert tuned.training["val_loss"][0] < 1.1 * twin_run.training["best_val_loss"]
@@ -488,7 +498,7 @@ def test_init_starts_from_the_given_weights(twin_run, frames):
 def test_init_weights_are_kept_when_no_epoch_beats_them(twin_run, frames):
     # A learning rate this large wrecks the (linear-head) network in its first steps.
     config = _config(recipe="twin", epochs=1, lr=50.0)
-    wrecked = train(frames, config, progress=False, init=twin_run)
+    wrecked = train(frames, config, init=twin_run)
     assert wrecked.training["best_epoch"] == 0
     assert wrecked.training["val_loss"][0] > wrecked.training["best_val_loss"]
     assert wrecked.sha256 == twin_run.sha256
@@ -506,4 +516,4 @@ def test_init_must_match_the_network_and_twins(base_run, frames):
 def test_resume_refuses_a_run_with_other_initial_weights(base_run, frames):
     trained, ckpt = base_run
     with pytest.raises(ValueError, match="other initial weights"):
-        train(frames, _config(epochs=5), resume_from=ckpt, init=trained, progress=False)
+        train(frames, _config(epochs=5), resume_from=ckpt, init=trained)

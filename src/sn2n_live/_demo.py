@@ -6,9 +6,12 @@ no hardware and no downloads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,13 @@ from rich.table import Table
 
 from sn2n_live.acquisition import RunSummary, acquire_live, acquire_pilot, build_profile_denoiser
 from sn2n_live.io import read_frames
-from sn2n_live.method import TrainingConfig, initial_package, save_package, train
+from sn2n_live.method import (
+    TrainingConfig,
+    TrainingProgress,
+    initial_package,
+    save_package,
+    train,
+)
 from sn2n_live.profiles import load_profile
 
 __all__ = ["DemoResult", "run_demo"]
@@ -45,6 +54,9 @@ def run_demo(
     timepoints: int = 4,
     train_minutes: float = 1.0,
     console: Console | None = None,
+    training_bar: Callable[
+        [], AbstractContextManager[Callable[[TrainingProgress], None] | None]
+    ] = contextlib.nullcontext,
 ) -> DemoResult:
     """Run the whole demo and write pilot, model, run folder and a side-by-side PNG.
 
@@ -60,6 +72,10 @@ def run_demo(
         Training budget for the `lite` model.
     console : rich.console.Console, optional
         Where progress and the summary are printed.
+    training_bar : callable
+        Makes the context that shows the training's progress: entered around training,
+        it gives ``train``'s ``progress`` callback (e.g. :class:`sn2n_live.cli.TrainingBar`);
+        the default shows none.
     """
     console = console or Console(stderr=True)
     out = Path(out)
@@ -83,13 +99,14 @@ def run_demo(
         patience=5,
         seed=0,
     )
-    package = train(
-        frames,
-        config,
-        progress=True,
-        camera_offset_adu=_camera_offset(prof),
-        init=initial_package(prof.training.init),
-    )
+    with training_bar() as progress:
+        package = train(
+            frames,
+            config,
+            progress=progress,
+            camera_offset_adu=_camera_offset(prof),
+            init=initial_package(prof.training.init),
+        )
     model = save_package(package, out / "model.sn2n")
     seconds["train"] = time.perf_counter() - t0
     console.print(

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -18,6 +18,19 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+# The choices of the options, from the configuration layer (light: no torch or hardware).
+from sn2n_live.config import (
+    DenoisedDtype,
+    EngineName,
+    NormalizationPolicy,
+    Recipe,
+    TrainingInit,
+    UNetPreset,
+)
+
+if TYPE_CHECKING:
+    from sn2n_live.method import TrainingProgress
 
 app = typer.Typer(
     name="sn2n-live",
@@ -130,10 +143,65 @@ class _LiveProgress:
 
 def _eta(frames_left: int, fps: float) -> str:
     """``H:MM:SS`` for ``frames_left`` at ``fps``; ``-`` with no rate yet."""
-    if fps <= 0:
+    return _clock(frames_left / fps if fps > 0 else None)
+
+
+def _clock(seconds: float | None) -> str:
+    """``H:MM:SS``; ``-`` for None (not known yet)."""
+    if seconds is None:
         return "-"
-    minutes, seconds = divmod(round(frames_left / fps), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+    minutes, whole = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{whole:02d}"
+
+
+class TrainingBar:
+    """Draw :func:`sn2n_live.method.train`'s progress as a rich bar on stderr.
+
+    One line: the epoch, a bar over the run's steps, the step in the epoch, the epoch's
+    running training loss, the latest validation loss and the time left. Pass the entered
+    bar as ``train(..., progress=bar)``; nothing is drawn before the first report, so a
+    run that fails while preparing its data shows only its error.
+    """
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> TrainingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, report: TrainingProgress) -> None:
+        """Show one report (the ``progress`` callback of ``train``)."""
+        fields = {
+            "epoch": f"{report.epoch}/{report.epochs}",
+            "step": f"{report.step}/{report.steps}" if report.step else "-",
+            "train": _loss(report.train_loss),
+            "val": _loss(report.val_loss),
+            "left": _clock(report.remaining_s),
+        }
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                TextColumn("step {task.fields[step]}"),
+                TextColumn("train {task.fields[train]}"),
+                TextColumn("val {task.fields[val]}"),
+                TextColumn("left {task.fields[left]}"),
+                console=console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", **fields)
+        self._progress.update(
+            self._task, total=report.run_steps, completed=report.run_step, **fields
+        )
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 class _OurInfoLibraryWarnings(logging.Filter):
@@ -168,15 +236,18 @@ def train(
     pilot: Annotated[list[Path], typer.Argument(help="Pilot low-light stacks (TIFF/OME-Zarr).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model package to write (.sn2n).")],
     recipe: Annotated[
-        str,
+        Recipe,
         typer.Option(
-            help="twin (default: denoise the twins as trained, L2, linear head) or paper "
+            help="twin (denoise the twins as trained, L2, linear head) or paper "
             "(the published Adaptive-SN2N); see docs/method.md."
         ),
-    ] = "twin",
-    preset: Annotated[str, typer.Option(help="U-Net preset: paper or lite.")] = "lite",
+    ] = Recipe.TWIN,
+    preset: Annotated[
+        UNetPreset,
+        typer.Option(help="U-Net: lite (small, for CPUs) or paper (the published 17 M)."),
+    ] = UNetPreset.LITE,
     normalization: Annotated[
-        str, typer.Option(help="dataset | per_patch | global | local.")
+        NormalizationPolicy, typer.Option(help="Normalization policy (docs/method.md).")
     ] = "dataset",
     patch: Annotated[int, typer.Option(help="Training patch size (power of two).")] = 64,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 100,
@@ -202,14 +273,14 @@ def train(
     init: Annotated[
         str | None,
         typer.Option(
-            help="Start from: scratch, pretrained (the shipped lite model, fine-tuned: "
-            "better in a short budget) or a .sn2n package [default: the profile's, else "
-            "scratch]."
+            help=f"Start from: {TrainingInit.SCRATCH}, {TrainingInit.PRETRAINED} (the "
+            "shipped lite model, fine-tuned: better in a short budget) or a .sn2n package "
+            f"(default: the profile's, else {TrainingInit.SCRATCH})."
         ),
     ] = None,
     profile: Annotated[
         str | None,
-        typer.Option(help="Take --init and --max-minutes from this profile's [training]."),
+        typer.Option(help="Take --init and --max-minutes from this profile's \\[training]."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ) -> None:
@@ -231,7 +302,7 @@ def train(
         settings = load_profile(profile).training
         init = init if init is not None else str(settings.init)
         max_minutes = max_minutes if max_minutes is not None else settings.max_minutes
-    start_from = initial_package(init or "scratch")
+    start_from = initial_package(init or TrainingInit.SCRATCH)
     frames = read_frames(pilot)
     # Only settings the user gave override the recipe's defaults.
     given = {"batch_size": batch_size, "consistency_weight": consistency_weight}
@@ -248,15 +319,16 @@ def train(
         **overrides,
     )
     console.print(f"Training on {len(frames)} frames of {frames.shape[1]}x{frames.shape[2]}")
-    package = train_model(
-        frames,
-        config,
-        resume_from=resume,
-        checkpoint_path=checkpoint,
-        camera_offset_adu=camera_offset,
-        progress=True,
-        init=start_from,
-    )
+    with TrainingBar() as bar:
+        package = train_model(
+            frames,
+            config,
+            resume_from=resume,
+            checkpoint_path=checkpoint,
+            camera_offset_adu=camera_offset,
+            progress=bar,
+            init=start_from,
+        )
     path = save_package(package, out)
     stats = package.training
     console.print(
@@ -283,12 +355,16 @@ def denoise(
     input: Annotated[Path, typer.Argument(help="Stack to denoise (TIFF/OME-TIFF/OME-Zarr).")],
     model: Annotated[Path, typer.Option("--model", "-m", help="Model package (.sn2n).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output (.ome.tif or .ome.zarr).")],
-    dtype: Annotated[str, typer.Option(help="float32 or uint16.")] = "float32",
+    dtype: Annotated[
+        DenoisedDtype, typer.Option(help="Stored dtype (uint16: rounded and clipped).")
+    ] = "float32",
     tile: Annotated[
         str | None, typer.Option(help="Tile size, or 'whole' (global mode only).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference batch.")] = 64,
-    engine: Annotated[str, typer.Option(help="auto | onnxruntime | torch-cpu | ...")] = "auto",
+    engine: Annotated[
+        EngineName, typer.Option(help="Inference backend; auto: the best that runs here.")
+    ] = "auto",
     risk: Annotated[
         bool,
         typer.Option(
@@ -304,8 +380,6 @@ def denoise(
     from sn2n_live.io import StackWriter, open_stack
     from sn2n_live.method import PhotometryWatch, load_package
 
-    if dtype not in ("float32", "uint16"):
-        raise CliError(f"--dtype must be float32 or uint16, got {dtype!r}")
     risk_out = _risk_path(out) if risk else None
     # Every output is checked before the first frame is denoised.
     for path, what in ((out, "output"), (risk_out, "risk map")):
@@ -315,7 +389,7 @@ def denoise(
     stack = open_stack(input)
     denoiser = build_denoiser(
         package,
-        engine=engine,  # type: ignore[arg-type]
+        engine=engine,
         tile="package" if tile is None else _parse_tile(tile),
         batch_size=batch_size,
     )
@@ -330,7 +404,7 @@ def denoise(
                 out,
                 shape=stack.shape,
                 axes=stack.axes,
-                dtype=dtype,  # type: ignore[arg-type]
+                dtype=dtype,
                 provenance=provenance,
                 overwrite=overwrite,
             )
@@ -537,7 +611,13 @@ def demo(
     """Run the demo: simulated SIM microscope, pilot, training, live run, side-by-side PNG."""
     from sn2n_live._demo import run_demo
 
-    result = run_demo(out, timepoints=timepoints, train_minutes=train_minutes, console=console)
+    result = run_demo(
+        out,
+        timepoints=timepoints,
+        train_minutes=train_minutes,
+        console=console,
+        training_bar=TrainingBar,
+    )
     if result.summary.status != "completed":
         raise typer.Exit(code=1)
 

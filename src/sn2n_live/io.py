@@ -12,25 +12,25 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import tifffile
 import zarr
 
 from sn2n_live._outputs import check_output, follow_umask, publish, temporary_sibling
+from sn2n_live.config import DenoisedDtype, choices
 
 __all__ = [
     "ImageStack",
-    "OutputDType",
     "StackWriter",
+    "cast_denoised",
     "is_zarr_path",
     "open_stack",
     "read_frames",
     "read_provenance",
 ]
 
-OutputDType = Literal["float32", "uint16"]
 PROVENANCE_KEY = "sn2n_live"
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -38,6 +38,34 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 def is_zarr_path(path: str | Path) -> bool:
     """Return True if ``path`` names a Zarr store (``*.zarr``)."""
     return Path(path).suffix.lower() == ".zarr"
+
+
+def cast_denoised(frames: np.ndarray, dtype: DenoisedDtype) -> np.ndarray:
+    """Convert denoised frames to their stored dtype.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        Denoised frames in ADU, any real dtype.
+    dtype : {"float32", "uint16"}
+        Stored dtype: ``"uint16"`` rounds to the nearest integer and clips to 0..65535;
+        ``"float32"`` keeps the values.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``frames`` as ``dtype`` (not copied when they already are float32).
+
+    Raises
+    ------
+    ValueError
+        For any other dtype.
+    """
+    if dtype == "uint16":
+        return np.clip(np.rint(frames), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    if dtype == "float32":
+        return np.asarray(frames, dtype=np.float32)
+    raise ValueError(f"dtype must be one of {choices(DenoisedDtype)}, got {dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -213,15 +241,16 @@ class StackWriter:
         *,
         shape: tuple[int, ...],
         axes: str,
-        dtype: OutputDType = "float32",
+        dtype: DenoisedDtype = "float32",
         provenance: Mapping[str, Any],
         overwrite: bool = False,
     ) -> None:
-        if dtype not in ("float32", "uint16"):
-            raise ValueError(f"dtype must be 'float32' or 'uint16', got {dtype!r}")
+        if dtype not in choices(DenoisedDtype):
+            raise ValueError(f"dtype must be one of {choices(DenoisedDtype)}, got {dtype!r}")
         self.path = check_output(path, overwrite=overwrite)
         self._overwrite = overwrite
         self.dtype = np.dtype(dtype)
+        self._dtype_name: DenoisedDtype = dtype
         self.shape = tuple(shape)
         self.axes = axes
         self._provenance = json.loads(json.dumps(dict(provenance), default=str))
@@ -281,7 +310,7 @@ class StackWriter:
         total = int(np.prod(self.shape[:-2], dtype=np.int64))
         if self._written + len(frames) > total:
             raise ValueError(f"Too many frames: the stack holds {total}")
-        cast = self._cast(frames)
+        cast = cast_denoised(frames, self._dtype_name)
         if self._zarr_stream is not None:
             for frame in cast:
                 self._zarr_stream.append(frame)
@@ -290,11 +319,6 @@ class StackWriter:
             flat = self._tiff_buffer.reshape(-1, *self.shape[-2:])
             flat[self._written : self._written + len(cast)] = cast
         self._written += len(frames)
-
-    def _cast(self, frames: np.ndarray) -> np.ndarray:
-        if self.dtype == np.uint16:
-            return np.clip(np.rint(frames), 0, np.iinfo(np.uint16).max).astype(np.uint16)
-        return frames.astype(np.float32, copy=False)
 
     def close(self) -> None:
         """Flush the output, close it and move it to :attr:`path`."""

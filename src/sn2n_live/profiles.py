@@ -15,7 +15,20 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sn2n_live.config import SIMPlan
+from sn2n_live.config import (
+    TIFF_DENOISED_DTYPES,
+    BacklogPolicy,
+    DenoisedDtype,
+    EngineName,
+    FileFormat,
+    Isolation,
+    MicroscopeKind,
+    Precision,
+    SIMPlan,
+    StructureKind,
+    TrainingInit,
+    ZarrBackend,
+)
 
 __all__ = [
     "AcquisitionPlan",
@@ -33,11 +46,6 @@ __all__ = [
     "load_profile",
 ]
 
-EngineName = Literal[
-    "auto", "tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime-cpu", "torch-cpu"
-]
-
-
 _Name = Annotated[str, Field(min_length=1)]
 
 
@@ -52,7 +60,7 @@ class SimulatedMicroscopeSettings(_Model):
         512,
         512,
     )
-    sample: Literal["filaments", "mitochondria", "puncta", "mixed"] = "mixed"
+    sample: StructureKind = "mixed"
     photons_per_ms: Annotated[float, Field(gt=0)] | None = None
     drift_px_per_s: tuple[float, float] = (0.3, 0.2)
     seed: int = 0
@@ -61,13 +69,13 @@ class SimulatedMicroscopeSettings(_Model):
 class MicroscopeSettings(_Model):
     """Which core to drive: the simulated rig, the Micro-Manager demo config, or a file."""
 
-    kind: Literal["simulated", "demo", "config"] = "simulated"
+    kind: MicroscopeKind = MicroscopeKind.SIMULATED
     config_file: Path | None = None
     simulated: SimulatedMicroscopeSettings = SimulatedMicroscopeSettings()
 
     @model_validator(mode="after")
     def _config_file_for_config_kind(self) -> MicroscopeSettings:
-        if self.kind == "config" and self.config_file is None:
+        if self.kind == MicroscopeKind.CONFIG and self.config_file is None:
             raise ValueError("kind = 'config' needs config_file = 'path/to/MMConfig.cfg'")
         return self
 
@@ -101,7 +109,7 @@ class TrainingSettings(_Model):
     """How ``sn2n-live train --profile`` and ``sn2n-live demo`` train on this rig's pilot."""
 
     # "scratch", "pretrained" (the shipped lite model, fine-tuned) or a .sn2n to continue.
-    init: Literal["scratch", "pretrained"] | Path = "scratch"
+    init: TrainingInit | Path = TrainingInit.SCRATCH
     max_minutes: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -110,7 +118,7 @@ class DenoiseSettings(_Model):
 
     model: Path | None = None
     engine: EngineName = "auto"
-    precision: Literal["fp32", "fp16", "bf16"] | None = None
+    precision: Precision | None = None
     tile: Annotated[int, Field(ge=16, le=4096)] | Literal["whole"] = 64
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
     # Also write the hallucination-risk map of every frame (risk.ome.zarr).
@@ -134,13 +142,13 @@ class DenoiseSettings(_Model):
 class OutputSettings(_Model):
     """How the run folder is written."""
 
-    format: Literal["ome-zarr", "ome-tiff"] = "ome-zarr"
-    denoised_dtype: Literal["float32", "uint16"] = "float32"
+    format: FileFormat = "ome-zarr"
+    denoised_dtype: DenoisedDtype = "float32"
     memory_budget_mb: Annotated[float, Field(gt=0)] = 1024.0
-    backlog_policy: Literal["complete", "preview"] = "complete"
-    zarr_backend: Literal["zarr-python", "tensorstore", "acquire-zarr"] = "zarr-python"
+    backlog_policy: BacklogPolicy = "complete"
+    zarr_backend: ZarrBackend = "zarr-python"
     # Writers and denoiser in a child process: the acquisition keeps its GIL (fast bursts).
-    isolation: Literal["thread", "process"] = "process"
+    isolation: Isolation = "process"
 
 
 class Profile(_Model):
@@ -165,16 +173,19 @@ class Profile(_Model):
                     "output.format = 'ome-tiff' cannot store the SIM angle/phase axes; "
                     "use 'ome-zarr' or remove [sim]"
                 )
-            if self.output.denoised_dtype != "uint16":
+            if self.output.denoised_dtype not in TIFF_DENOISED_DTYPES:
+                allowed = " or ".join(f"'{d}'" for d in TIFF_DENOISED_DTYPES)
                 raise ValueError(
-                    "output.format = 'ome-tiff' stores denoised frames as uint16 only; "
-                    "set output.denoised_dtype = 'uint16' or use 'ome-zarr'"
+                    f"output.format = 'ome-tiff' stores denoised frames as "
+                    f"{' or '.join(TIFF_DENOISED_DTYPES)} only; set output.denoised_dtype = "
+                    f"{allowed} or use 'ome-zarr'"
                 )
         if self.denoise.risk and self.output.format != "ome-zarr":
             raise ValueError(
                 "denoise.risk = true writes risk.ome.zarr and needs output.format = 'ome-zarr'"
             )
-        if self.microscope.kind == "demo" and self.sim and self.sim.pattern_source == "slm":
+        demo = self.microscope.kind == MicroscopeKind.DEMO
+        if demo and self.sim and self.sim.pattern_source == "slm":
             raise ValueError(
                 "microscope.kind = 'demo' has no SLM; set sim.pattern_source = 'metadata'"
             )

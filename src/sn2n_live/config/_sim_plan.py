@@ -11,17 +11,18 @@ which sizes itself from the original sequence.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import useq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sn2n_live.config._choices import PatternSource
 from sn2n_live.simulation import DEFAULT_PERIOD_PX, SIMIllumination
 
-PatternSource = Literal["slm", "properties", "metadata"]
 DeviceProperty = tuple[str, str]
 
+# The MDA index keys of the pattern axes, and where an event's SIM metadata lives.
 ANGLE_KEY = "a"
 PHASE_KEY = "h"
 SIM_METADATA_KEY = "sim"

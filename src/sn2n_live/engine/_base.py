@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
+
+from sn2n_live.config import Precision, choices
 
 __all__ = [
     "PRECISIONS",
@@ -18,8 +20,7 @@ __all__ = [
     "check_precision",
 ]
 
-Precision = Literal["fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
+PRECISIONS: tuple[str, ...] = choices(Precision)
 
 Shape4 = tuple[int, int, int, int]
 

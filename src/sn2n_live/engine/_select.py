@@ -6,11 +6,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import onnxruntime as ort
 import torch
 
+from sn2n_live.config import BackendName, EngineName, choices
 from sn2n_live.engine._base import (
     BackendStatus,
     BackendUnavailable,
@@ -41,8 +42,7 @@ __all__ = [
 
 log = logging.getLogger("sn2n_live.engine")
 
-BackendName = Literal["tensorrt", "torch-cuda", "onnxruntime-cuda", "onnxruntime-cpu", "torch-cpu"]
-BACKENDS: tuple[str, ...] = get_args(BackendName)
+BACKENDS: tuple[str, ...] = choices(BackendName)
 # "auto" tries these in order. onnxruntime-cuda is never better than torch-cuda on the same
 # GPU, so it is only used when asked for.
 AUTO_ORDER: tuple[str, ...] = ("tensorrt", "torch-cuda", "onnxruntime-cpu", "torch-cpu")
@@ -205,7 +205,7 @@ def _nothing_runs(skipped: list[str], precision: Precision | None) -> BackendUna
 
 
 def choose_backend(
-    preference: BackendName | Literal["auto"] = "auto", *, precision: Precision | None = None
+    preference: EngineName = "auto", *, precision: Precision | None = None
 ) -> BackendChoice:
     """Say which backend and precision :func:`select_engine` would use, building nothing.
 
@@ -234,7 +234,7 @@ def choose_backend(
 
 def select_engine(
     package: ModelPackage,
-    preference: BackendName | Literal["auto"] = "auto",
+    preference: EngineName = "auto",
     *,
     precision: Precision | None = None,
     tile_shapes: InputShapes | None = None,
@@ -293,7 +293,7 @@ def select_engine(
 def build_denoiser(
     package: ModelPackage,
     *,
-    engine: BackendName | Literal["auto"] = "auto",
+    engine: EngineName = "auto",
     tile: int | Literal["package"] | None = "package",
     batch_size: int = DEFAULT_BATCH,
     precision: Precision | None = None,

@@ -45,6 +45,7 @@ from sn2n_live.method._tiling import TilePlan, fit_tile, gaussian_window, plan_t
 from sn2n_live.method._training import (
     TrainingConfig,
     TrainingPairs,
+    TrainingProgress,
     make_training_pairs,
     signal_to_noise_ratio,
     train,
@@ -83,6 +84,7 @@ __all__ = [
     "TorchRunner",
     "TrainingConfig",
     "TrainingPairs",
+    "TrainingProgress",
     "UNet",
     "UNetConfig",
     "UpsampleMode",

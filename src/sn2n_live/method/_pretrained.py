@@ -12,14 +12,16 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from sn2n_live.config import TrainingInit, UNetPreset
 from sn2n_live.method._package import ModelPackage, ModelPackageError, load_package
 
 __all__ = ["PRETRAINED", "initial_package", "pretrained_package", "pretrained_path"]
 
-PRETRAINED: tuple[str, ...] = ("lite",)
+# The U-Net presets a pretrained package ships for.
+PRETRAINED: tuple[UNetPreset, ...] = (UNetPreset.LITE,)
 
 
-def pretrained_path(name: str = "lite") -> Path:
+def pretrained_path(name: str = UNetPreset.LITE) -> Path:
     """Return the file of a shipped pretrained package.
 
     Parameters
@@ -37,11 +39,11 @@ def pretrained_path(name: str = "lite") -> Path:
         For an unknown name.
     """
     if name not in PRETRAINED:
-        raise ValueError(f"no pretrained model {name!r}; choose one of {list(PRETRAINED)}")
+        raise ValueError(f"no pretrained model {name!r}; choose one of: {', '.join(PRETRAINED)}")
     return Path(str(files("sn2n_live.method") / "pretrained" / f"{name}.sn2n"))
 
 
-def pretrained_package(name: str = "lite") -> ModelPackage:
+def pretrained_package(name: str = UNetPreset.LITE) -> ModelPackage:
     """Load a shipped pretrained package (verified like any package).
 
     Parameters
@@ -85,8 +87,8 @@ def initial_package(init: str | Path) -> ModelPackage | None:
     ModelPackageError
         If the package cannot be read.
     """
-    if str(init) == "scratch":
+    if str(init) == TrainingInit.SCRATCH:
         return None
-    if str(init) == "pretrained":
-        return pretrained_package("lite")
+    if str(init) == TrainingInit.PRETRAINED:
+        return pretrained_package(UNetPreset.LITE)
     return load_package(init)

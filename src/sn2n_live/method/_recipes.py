@@ -31,18 +31,11 @@ and batches of 32, and inference on the full-resolution raw frame.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
+from sn2n_live.config import Recipe
+
 __all__ = ["RECIPES", "Recipe"]
-
-
-class Recipe(StrEnum):
-    """Named sets of training defaults."""
-
-    PAPER = "paper"
-    TWIN = "twin"
-
 
 RECIPES: dict[Recipe, dict[str, Any]] = {
     Recipe.PAPER: {

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from sn2n_live.config import NormalizationPolicy
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "NormalizationPolicy",
@@ -40,7 +42,6 @@ __all__ = [
     "patch_statistics",
 ]
 
-NormalizationPolicy = Literal["dataset", "per_patch", "global", "local"]
 TileMode = Literal["global", "local", "per_patch"]
 # How a frame's image-wise scale is set: "min_clip" (official: frame minimum to the clip
 # percentile, values clipped into [0, 1]) or "background" (background floor to the clip

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,15 +30,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
 
 import sn2n_live
+from sn2n_live.config import NormalizationPolicy, UNetPreset
 from sn2n_live.method._package import InferenceMode, ModelPackage
 from sn2n_live.method._photometry import photometry_record
 from sn2n_live.method._recipes import RECIPES, Recipe
 from sn2n_live.method._risk import (
-    NormalizationPolicy,
     RiskClass,
     RiskThresholds,
     ScaleKind,
@@ -50,12 +50,13 @@ from sn2n_live.method._risk import (
     risk_statistics,
 )
 from sn2n_live.method._twins import UpsampleMode, make_twins, make_twins_tensor
-from sn2n_live.method._unet import PRESETS, UNet, UNetConfig
+from sn2n_live.method._unet import PRESETS, Head, UNet, UNetConfig
 
 __all__ = [
     "StopReason",
     "TrainingConfig",
     "TrainingPairs",
+    "TrainingProgress",
     "data_sha256",
     "make_batches",
     "make_training_pairs",
@@ -63,6 +64,8 @@ __all__ = [
     "resolve_device",
     "train",
 ]
+
+log = logging.getLogger("sn2n_live.method")
 
 StopReason = Literal["epochs", "early_stopping", "time_budget"]
 LossKind = Literal["l1", "l2"]
@@ -94,7 +97,7 @@ class TrainingConfig(BaseModel):
         ``consistency_weight`` (see ``RECIPES``): ``"twin"``
         (default, sn2n-live's measured best) or ``"paper"`` (the published method). Any of
         those fields given explicitly overrides the recipe.
-    preset : str
+    preset : {"paper", "lite"}
         Name of a U-Net in ``PRESETS`` (``"paper"``: the published 17.26 M network,
         ``"lite"``: a small one). Ignored when ``unet`` is given.
     unet : UNetConfig or None
@@ -160,9 +163,9 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     recipe: Recipe = Recipe.TWIN
-    preset: str = "paper"
+    preset: UNetPreset = UNetPreset.PAPER
     unet: UNetConfig | None = None
-    head: Literal["sigmoid", "linear"]
+    head: Head
     loss: LossKind
     scale: ScaleKind
     inference: InferenceMode
@@ -220,11 +223,6 @@ class TrainingConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_network_fit(self) -> TrainingConfig:
-        if self.unet is None and self.preset not in PRESETS:
-            raise ValueError(
-                f"preset {self.preset!r} is not a known U-Net preset; choose one of "
-                f"{sorted(PRESETS)} or pass an explicit `unet` configuration"
-            )
         if self.compensate and self.inference != "twins":
             raise ValueError(
                 "compensate=True needs inference='twins' (the compensation is applied to the "
@@ -800,31 +798,56 @@ def _load_checkpoint(
     return payload
 
 
-def _time_left(
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where a :func:`train` call is, for a progress display (its ``progress`` callback).
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch being trained, 1-based; in the first report of a call, before any
+        step, the epochs already completed (0, or those of the resumed checkpoint).
+    epochs : int
+        Maximum number of epochs (``config.epochs``).
+    step : int
+        Optimizer steps done in this epoch; 0 before its first.
+    steps : int
+        Steps per epoch.
+    run_step : int
+        Steps of the whole run done: completed epochs times ``steps``, plus ``step``.
+    run_steps : int
+        Steps of the whole run, ``epochs * steps``.
+    train_loss : float or None
+        Mean training loss of this epoch's steps so far; None before the first step.
+    val_loss : float or None
+        The latest validation loss; None before the first validation.
+    elapsed_s : float
+        Seconds since ``train`` was called (data preparation included).
+    remaining_s : float or None
+        Estimated seconds until training ends: the step rate's estimate, capped by the
+        time budget; None while there is neither a rate nor a budget.
+    """
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    run_step: int
+    run_steps: int
+    train_loss: float | None
+    val_loss: float | None
+    elapsed_s: float
+    remaining_s: float | None
+
+
+def _seconds_left(
     stepping_s: float, steps_done: int, steps_left: int, budget_left_s: float | None
-) -> str:
-    """``H:MM:SS`` until training ends: the step rate's estimate, capped by the budget."""
+) -> float | None:
+    """Seconds until training ends: the step rate's estimate, capped by the budget."""
     left = stepping_s / steps_done * steps_left if steps_done else math.inf
     if budget_left_s is not None:
         left = min(left, max(0.0, budget_left_s))
-    if not math.isfinite(left):
-        return "-"
-    minutes, seconds = divmod(round(left), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        TextColumn("step {task.fields[step]}"),
-        TextColumn("train {task.fields[train]}"),
-        TextColumn("val {task.fields[val]}"),
-        TextColumn("left {task.fields[left]}"),
-        # stderr keeps stdout clean for command-line pipelines.
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
+    return left if math.isfinite(left) else None
 
 
 def train(
@@ -833,7 +856,7 @@ def train(
     *,
     resume_from: Path | None = None,
     checkpoint_path: Path | None = None,
-    progress: bool = True,
+    progress: Callable[[TrainingProgress], None] | None = None,
     camera_offset_adu: float | None = None,
     check_signal: bool = True,
     init: ModelPackage | None = None,
@@ -854,8 +877,11 @@ def train(
     checkpoint_path : Path or None
         Where to write a checkpoint (atomically) at the end of every completed epoch. An
         epoch cut short by ``max_minutes`` is not checkpointed, so resuming redoes it.
-    progress : bool
-        Show a rich progress bar on stderr (epoch, step, losses, ETA); silent when False.
+    progress : callable or None
+        Called with a :class:`TrainingProgress` before the first step, after every step
+        and after every validation (``sn2n-live train`` draws it as a progress bar).
+        None trains silently; each epoch's losses are also logged at DEBUG level on the
+        ``"sn2n_live.method"`` logger.
     camera_offset_adu : float or None
         Camera offset to record in the package for later inference.
     check_signal : bool
@@ -950,92 +976,103 @@ def train(
     deadline = None if budget_s is None else started + budget_s
     prior_seconds = run.seconds
     stopped: StopReason = "epochs"
-    with _progress_bar(progress) as bar:
-        task = bar.add_task(
-            "train",
-            total=total_steps,
-            completed=min(run.epoch, config.epochs) * steps_per_epoch,
-            epoch=f"{run.epoch}/{config.epochs}",
-            step="-",
-            train="-",
-            val=f"{run.val_loss[-1]:.4f}" if run.val_loss else "-",
-            left=_time_left(0.0, 0, 0, None if deadline is None else deadline - time.monotonic()),
-        )
-        steps_at_start, stepping_since = run.steps, time.monotonic()
-        while run.epoch < config.epochs:
-            if run.since_best >= config.patience:
-                stopped = "early_stopping"
-                break
-            model.train()
-            batches = make_batches(n_train, config.batch_size, generator)
-            loss_sum = torch.zeros((), device=device)
-            steps = 0
-            timed_out = False
-            for idx in batches:
-                if config.schedule == "cosine":
-                    done = (run.epoch * steps_per_epoch + steps) / total_steps
-                    if deadline is not None:
-                        done = max(done, (time.monotonic() - started) / budget_s)
-                    for group in optimizer.param_groups:
-                        group["lr"] = config.lr * _cosine_factor(done)
-                a, b = random_dihedral(train_a[idx].to(device), train_b[idx].to(device), generator)
-                loss = _sn2n_loss(model, a, b, weight, config.loss, step_dtype)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
-                steps += 1
-                run.steps += 1
-                if progress:  # reading the loss syncs the GPU: only when it is shown
-                    bar.update(
-                        task,
-                        advance=1,
-                        epoch=f"{run.epoch + 1}/{config.epochs}",
-                        step=f"{steps}/{len(batches)}",
-                        train=f"{float(loss_sum) / steps:.4f}",
-                        left=_time_left(
-                            time.monotonic() - stepping_since,
-                            run.steps - steps_at_start,
-                            total_steps - run.epoch * steps_per_epoch - steps,
-                            None if deadline is None else deadline - time.monotonic(),
-                        ),
-                    )
-                if deadline is not None and time.monotonic() > deadline:
-                    timed_out = True
-                    break
-            val = _validation_loss(
-                model, val_a, val_b, weight, config.loss, config.batch_size, device
+    steps_at_start, stepping_since = run.steps, time.monotonic()
+
+    def report(epoch: int, steps: int, train_loss: float | None) -> None:
+        assert progress is not None
+        now = time.monotonic()
+        progress(
+            TrainingProgress(
+                epoch=epoch,
+                epochs=config.epochs,
+                step=steps,
+                steps=steps_per_epoch,
+                run_step=min(run.epoch, config.epochs) * steps_per_epoch + steps,
+                run_steps=total_steps,
+                train_loss=train_loss,
+                val_loss=run.val_loss[-1] if run.val_loss else None,
+                elapsed_s=now - started,
+                remaining_s=_seconds_left(
+                    now - stepping_since,
+                    run.steps - steps_at_start,
+                    total_steps - run.epoch * steps_per_epoch - steps,
+                    None if deadline is None else deadline - now,
+                ),
             )
-            run.train_loss.append(float(loss_sum) / steps)
-            run.val_loss.append(val)
-            run.lr.append(float(optimizer.param_groups[0]["lr"]))
-            if config.schedule == "plateau":
-                scheduler.step(val)
-            if val < run.best_val:
-                run.best_val, run.best_epoch, run.since_best = val, run.epoch + 1, 0
-                run.best_state = _cpu_state(model)
-            else:
-                run.since_best += 1
-            bar.update(task, val=f"{val:.4f}")
-            complete = steps == len(batches)
-            if complete:
-                run.epoch += 1
-                run.seconds = prior_seconds + time.monotonic() - started
-                if checkpoint_path is not None:
-                    _save_checkpoint(
-                        Path(checkpoint_path),
-                        fingerprint=fingerprint,
-                        run=run,
-                        model=model,
-                        optimizer=optimizer,
-                        scheduler=scheduler,
-                        generator=generator,
-                        rng=rng,
-                        device=device,
-                    )
-            if timed_out:
-                stopped = "time_budget"
+        )
+
+    if progress is not None:
+        report(run.epoch, 0, None)
+    while run.epoch < config.epochs:
+        if run.since_best >= config.patience:
+            stopped = "early_stopping"
+            break
+        model.train()
+        batches = make_batches(n_train, config.batch_size, generator)
+        loss_sum = torch.zeros((), device=device)
+        steps = 0
+        timed_out = False
+        for idx in batches:
+            if config.schedule == "cosine":
+                done = (run.epoch * steps_per_epoch + steps) / total_steps
+                if deadline is not None:
+                    done = max(done, (time.monotonic() - started) / budget_s)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * _cosine_factor(done)
+            a, b = random_dihedral(train_a[idx].to(device), train_b[idx].to(device), generator)
+            loss = _sn2n_loss(model, a, b, weight, config.loss, step_dtype)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            steps += 1
+            run.steps += 1
+            if progress is not None:  # reading the loss syncs the GPU: only when it is shown
+                report(run.epoch + 1, steps, float(loss_sum) / steps)
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out = True
                 break
+        val = _validation_loss(model, val_a, val_b, weight, config.loss, config.batch_size, device)
+        run.train_loss.append(float(loss_sum) / steps)
+        run.val_loss.append(val)
+        run.lr.append(float(optimizer.param_groups[0]["lr"]))
+        log.debug(
+            "epoch %d/%d: %d steps, train loss %.4g, val loss %.4g, lr %.3g",
+            run.epoch + 1,
+            config.epochs,
+            steps,
+            run.train_loss[-1],
+            val,
+            run.lr[-1],
+        )
+        if progress is not None:
+            report(run.epoch + 1, steps, run.train_loss[-1])
+        if config.schedule == "plateau":
+            scheduler.step(val)
+        if val < run.best_val:
+            run.best_val, run.best_epoch, run.since_best = val, run.epoch + 1, 0
+            run.best_state = _cpu_state(model)
+        else:
+            run.since_best += 1
+        complete = steps == len(batches)
+        if complete:
+            run.epoch += 1
+            run.seconds = prior_seconds + time.monotonic() - started
+            if checkpoint_path is not None:
+                _save_checkpoint(
+                    Path(checkpoint_path),
+                    fingerprint=fingerprint,
+                    run=run,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    generator=generator,
+                    rng=rng,
+                    device=device,
+                )
+        if timed_out:
+            stopped = "time_budget"
+            break
 
     run.seconds = prior_seconds + time.monotonic() - started
     return _build_package(

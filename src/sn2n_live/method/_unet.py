@@ -22,7 +22,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-__all__ = ["PRESETS", "UNet", "UNetConfig", "check_input_shape"]
+from sn2n_live.config import UNetPreset
+
+__all__ = ["PRESETS", "Head", "UNet", "UNetConfig", "check_input_shape"]
+
+Head = Literal["sigmoid", "linear"]
 
 
 class UNetConfig(BaseModel):
@@ -47,7 +51,7 @@ class UNetConfig(BaseModel):
     depth: int = Field(default=4, ge=1, le=6)
     base_channels: int = Field(default=64, ge=4)
     leaky_slope: float = Field(default=0.02, ge=0.0, lt=1.0)
-    head: Literal["sigmoid", "linear"] = "sigmoid"
+    head: Head = "sigmoid"
 
     @property
     def multiple(self) -> int:
@@ -55,11 +59,11 @@ class UNetConfig(BaseModel):
         return 2**self.depth
 
 
-PRESETS: dict[str, UNetConfig] = {
+PRESETS: dict[UNetPreset, UNetConfig] = {
     # The published SN2N/aSN2N network (17.26 M parameters).
-    "paper": UNetConfig(),
+    UNetPreset.PAPER: UNetConfig(),
     # A small network for CPU training and fast live inference.
-    "lite": UNetConfig(depth=3, base_channels=16),
+    UNetPreset.LITE: UNetConfig(depth=3, base_channels=16),
 }
 
 
