@@ -245,15 +245,14 @@ def test_training_knows_exactly_the_recipes_presets_policies_and_inits():
     assert len(TrainingInit) == 2, "initial_package must learn the new way to start"
 
 
-def test_acquisition_accepts_the_same_values_as_the_config():
-    # The acquisition layer still spells these out itself; until it imports them from
-    # sn2n_live.config, this keeps the two spellings equal.
-    from sn2n_live.acquisition import _live, _writers
+def test_acquisition_uses_the_config_definitions():
+    from sn2n_live.acquisition import _batching, _contracts, _writers
 
-    assert get_args(_writers.FileFormat) == choices(FileFormat)
-    assert get_args(_writers.ZarrBackend) == choices(ZarrBackend)
-    assert get_args(_writers.DenoisedDtype) == choices(DenoisedDtype)
-    assert get_args(_live.Policy) == choices(BacklogPolicy)
-    assert get_args(_live.Isolation) == choices(Isolation)
-    assert _writers._TIFF_DIMS == config.TIFF_DIMS
+    assert _writers.FileFormat is FileFormat
+    assert _writers.ZarrBackend is ZarrBackend
+    assert _writers.DenoisedDtype is DenoisedDtype
+    assert _contracts.Policy is BacklogPolicy
+    assert _contracts.Isolation is Isolation
+    assert _writers.TIFF_DIMS is config.TIFF_DIMS
     assert (_writers.ANGLE_KEY, _writers.PHASE_KEY) == (config.ANGLE_KEY, config.PHASE_KEY)
+    assert _batching.SIM_KEY == config.SIM_METADATA_KEY

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import useq
 
+from sn2n_live.config import ANGLE_KEY, PHASE_KEY, SIM_METADATA_KEY
+
 __all__ = [
     "RAW_BACKLOG_HOLD",
     "Admission",
@@ -31,9 +33,9 @@ __all__ = [
 # The denoise worker waits while more raw frames than this are not yet written: one 3x5
 # SIM set plus slack.
 RAW_BACKLOG_HOLD = 16
-SIM_KEY = "sim"
+SIM_KEY = SIM_METADATA_KEY
 # Index keys that vary within one SIM set.
-_PATTERN_KEYS = ("a", "h")
+_PATTERN_KEYS = (ANGLE_KEY, PHASE_KEY)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from psygnal import Signal, SignalGroup
 
 from sn2n_live.acquisition._stats import LiveStats
+from sn2n_live.config import BacklogPolicy, Isolation
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,8 +40,8 @@ __all__ = [
     "wait_until_done",
 ]
 
-Policy = Literal["complete", "preview"]
-Isolation = Literal["thread", "process"]
+# The backlog policy's one definition lives with the other choices.
+Policy = BacklogPolicy
 
 
 class RunState(StrEnum):

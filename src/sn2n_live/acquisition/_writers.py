@@ -50,13 +50,22 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import IO, Any, get_args
 
 import numpy as np
 import useq
 from ome_writers import AcquisitionSettings, Dimension, OMEStream, Position, create_stream
 
 from sn2n_live._outputs import atomic_write, check_writable_dir, follow_umask
+from sn2n_live.config import (
+    ANGLE_KEY,
+    PHASE_KEY,
+    TIFF_DENOISED_DTYPES,
+    TIFF_DIMS,
+    DenoisedDtype,
+    FileFormat,
+    ZarrBackend,
+)
 
 __all__ = [
     "DENOISED_NAME",
@@ -78,22 +87,14 @@ __all__ = [
     "write_json_atomic",
 ]
 
-FileFormat = Literal["ome-zarr", "ome-tiff"]
-ZarrBackend = Literal["zarr-python", "tensorstore", "acquire-zarr"]
-DenoisedDtype = Literal["float32", "uint16"]
-
 RAW_NAME = "raw"
 DENOISED_NAME = "denoised"
 RISK_NAME = "risk"
 UNPLACED_NAME = "unplaced"
 RUN_JSON = "run.json"
 SIM_DIM = "sim"
-ANGLE_KEY = "a"
-PHASE_KEY = "h"
 # ome-writers allows at most 5 non-position dimensions; y and x take two of them.
 MAX_INDEX_DIMS = 3
-# Dimension names ome-writers' OME-TIFF backend understands (besides y, x).
-_TIFF_DIMS = frozenset({"t", "c", "z"})
 # Per-frame keys ome-writers maps onto OME-XML Plane attributes.
 _TIFF_PLANE_KEYS = frozenset({"delta_t", "exposure_time", "position_x", "position_y", "position_z"})
 _KEY_TYPES = {"t": "time", "p": "position", "z": "space", "c": "channel"}
@@ -1000,14 +1001,14 @@ def _tiff_plane_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_tiff(layout: FrameLayout, denoised_dtype: str) -> None:
-    bad = [d.name for d in layout.dims if d.type != "position" and d.name not in _TIFF_DIMS]
+    bad = [d.name for d in layout.dims if d.type != "position" and d.name not in TIFF_DIMS]
     if bad:
         raise ValueError(
             f"OME-TIFF cannot store the dimension(s) {bad}: ome-writers' TIFF backend only "
             "knows t, c and z (plus positions). Use file_format='ome-zarr' for SIM "
             "(angle/phase) or other custom axes."
         )
-    if denoised_dtype != "uint16":
+    if denoised_dtype not in TIFF_DENOISED_DTYPES:
         raise ValueError(
             f"OME-TIFF cannot store denoised_dtype={denoised_dtype!r} with ome-writers (its "
             "OME-XML pixel type rejects 'float32'). Pass denoised_dtype='uint16' (rounded and "
