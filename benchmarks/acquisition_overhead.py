@@ -35,6 +35,10 @@ live_process
 live_process_watched
     As ``live_process`` with a listener on ``events.pair``, as a live preview has: every
     pair (up to 20/s) is copied into this process.
+live_default
+    What a Python user writes: ``live_denoise(core, model="model.sn2n", out=...,
+    events=...)`` with every other option at its default (process isolation for a model
+    path, torch's own thread count in the child); a ``lite`` package with random weights.
 
 Cameras: DemoCamera (mm-test-adapters) at exposure 0 with ``FastImage=1`` (a camera that
 is itself CPU-bound) at 512^2 and 2048^2; DemoCamera at 512^2 with a 10 ms exposure (an
@@ -78,10 +82,10 @@ import torch
 import useq
 from pymmcore_plus import CMMCorePlus
 
-from sn2n_live.acquisition._live import FrameDenoiser, LiveDenoiseHandler, live_denoise
+from sn2n_live.acquisition import FrameDenoiser, LiveDenoiseHandler, live_denoise
 from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
-from sn2n_live.method._package import ModelPackage
+from sn2n_live.method._package import ModelPackage, save_package
 from sn2n_live.method._unet import PRESETS, UNetConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -132,6 +136,13 @@ class BenchDenoiser:
             self._built = make_denoiser(self.preset)
         return self._built
 
+    def package_path(self, folder: Path) -> Path:
+        """Save the Denoiser's package to ``folder`` once; return its path."""
+        path = folder / f"{self.preset}.sn2n"
+        if not path.exists():
+            save_package(self().package, path)
+        return path
+
 
 class Timed:
     """Acquisition-thread timestamps of sequenceStarted/Finished for one core."""
@@ -170,8 +181,10 @@ def run_condition(
         core.mda.run(events, output=str(out) + ".ome.zarr")
     else:
         options = {"policy": "complete", "denoise_threads": 1, **LIVE_OPTIONS.get(name, {})}
-        model: FrameDenoiser | BenchDenoiser = denoiser
-        if name == "live_identity":
+        model: FrameDenoiser | BenchDenoiser | Path = denoiser
+        if name == "live_default":
+            options, model = {}, denoiser.package_path(tmp)
+        elif name == "live_identity":
             model = IdentityDenoiser()
         elif options.get("isolation") != "process":
             model = denoiser()  # built once, reused by every thread-mode run
@@ -383,6 +396,7 @@ def main() -> None:
             "live_tensorstore",
             "live_identity",
             "live_process",
+            "live_default",
         ]
         results["cameras"]["democam_512"] = with_core(
             lambda: democam(512),
@@ -406,7 +420,7 @@ def main() -> None:
                     core,
                     seq_exp,
                     n_exp,
-                    ["bare", "builtin_zarr", "live", "live_nice0", "live_process"],
+                    ["bare", "builtin_zarr", "live", "live_nice0", "live_process", "live_default"],
                     repeats,
                     denoiser,
                     tmp,
