@@ -10,6 +10,7 @@ pilot's dose differs from the live one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from sn2n_live.acquisition._session import create_core, laser_problem, slm_device
@@ -18,6 +19,7 @@ from sn2n_live.acquisition._simulated import release_core
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
+    from sn2n_live.method import ModelPackage
     from sn2n_live.profiles import Profile
 
 __all__ = ["Finding", "check_profile"]
@@ -218,14 +220,38 @@ def _check_patterns(profile: Profile, core: CMMCorePlus, findings: list[Finding]
 
 
 def _check_model(profile: Profile, frame: tuple[int, int] | None, findings: list[Finding]) -> None:
-    from sn2n_live.method import Denoiser, fit_tile, load_package
+    from sn2n_live.method import load_package
 
+    path = _model_path(profile, findings)
+    if path is None:
+        return
+    try:
+        package = load_package(path)
+        _check_model_fits_camera(profile, package, frame, findings)
+    except ValueError as exc:
+        findings.append(Finding("error", "model", f"{path}: {exc}"))
+        return
+    _check_training_photometry(path, package, frame, findings)
+    tile = profile.denoise.tile_size
+    tiles = "whole frames" if tile is None else f"{tile}-px tiles"
+    findings.append(
+        Finding(
+            "ok",
+            "model",
+            f"{path.name}: {package.resolved_mode} normalization, trained on "
+            f"{package.patch_size}-px patches; denoising {tiles}",
+        )
+    )
+
+
+def _model_path(profile: Profile, findings: list[Finding]) -> Path | None:
+    """Return the profile's model file, or None with a finding saying what to do."""
     path = profile.denoise.model
     if path is None:
         findings.append(
             Finding("note", "model", "no denoise.model: pass --model to `sn2n-live acquire`")
         )
-        return
+        return None
     if not path.is_file():
         findings.append(
             Finding(
@@ -235,31 +261,42 @@ def _check_model(profile: Profile, frame: tuple[int, int] | None, findings: list
                 f"PILOT.ome.tiff --out {path}` (pilot frames from `sn2n-live pilot`)",
             )
         )
+        return None
+    return path
+
+
+def _check_model_fits_camera(
+    profile: Profile, package: ModelPackage, frame: tuple[int, int] | None, findings: list[Finding]
+) -> None:
+    """Raise ``ValueError`` if the network cannot run the profile's tiles on these frames."""
+    from sn2n_live.method import Denoiser, fit_tile
+
+    tile = profile.denoise.tile_size
+    # Checks the tile against the network (multiple of 2**depth, whole-frame mode).
+    Denoiser(package, tile=tile, batch_size=profile.denoise.batch_size)
+    if frame is None:
         return
-    try:
-        package = load_package(path)
-        # Checks the tile against the network (multiple of 2**depth, whole-frame mode).
-        Denoiser(package, tile=profile.denoise.tile_size, batch_size=profile.denoise.batch_size)
-        tile = profile.denoise.tile_size
-        if frame is not None:
-            if min(frame) < package.unet.multiple:
-                raise ValueError(
-                    f"the camera's {frame[1]}x{frame[0]} frames are smaller than the model's "
-                    f"minimum side of {package.unet.multiple}"
-                )
-            fitted = tile if tile is None else fit_tile(frame, tile, package.unet.multiple)
-            if fitted != tile:
-                findings.append(
-                    Finding(
-                        "note",
-                        "model",
-                        f"denoise.tile = {tile} is larger than the camera's {frame[1]}x{frame[0]} "
-                        f"frames; tiles of {fitted} will be used",
-                    )
-                )
-    except ValueError as exc:
-        findings.append(Finding("error", "model", f"{path}: {exc}"))
-        return
+    if min(frame) < package.unet.multiple:
+        raise ValueError(
+            f"the camera's {frame[1]}x{frame[0]} frames are smaller than the model's "
+            f"minimum side of {package.unet.multiple}"
+        )
+    fitted = tile if tile is None else fit_tile(frame, tile, package.unet.multiple)
+    if fitted != tile:
+        findings.append(
+            Finding(
+                "note",
+                "model",
+                f"denoise.tile = {tile} is larger than the camera's {frame[1]}x{frame[0]} "
+                f"frames; tiles of {fitted} will be used",
+            )
+        )
+
+
+def _check_training_photometry(
+    path: Path, package: ModelPackage, frame: tuple[int, int] | None, findings: list[Finding]
+) -> None:
+    """Note a package without training photometry, or trained on another frame size."""
     photometry = package.training.get("photometry")
     if photometry is None:
         findings.append(
@@ -282,15 +319,6 @@ def _check_model(profile: Profile, frame: tuple[int, int] | None, findings: list
                 "outside the training's photometric range are flagged in run.json",
             )
         )
-    tiles = "whole frames" if tile is None else f"{tile}-px tiles"
-    findings.append(
-        Finding(
-            "ok",
-            "model",
-            f"{path.name}: {package.resolved_mode} normalization, trained on "
-            f"{package.patch_size}-px patches; denoising {tiles}",
-        )
-    )
 
 
 def _check_engine(profile: Profile, findings: list[Finding]) -> None:

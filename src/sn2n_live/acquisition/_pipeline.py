@@ -302,7 +302,7 @@ class LivePipeline:
         self._layout: FrameLayout | None = None if events is None else layout_from_events(events)
         check_store_options(self._layout or layout_from_events(None), **self._store_options)
         # After the options: a bad option must not leave an empty run folder behind.
-        self.run_dir = run_dir = check_run_folder(out)
+        self.run_dir = check_run_folder(out)
         self.policy: Policy = policy
         self.max_batch = max_batch
         self.events = LiveDenoiseEvents()
@@ -317,26 +317,37 @@ class LivePipeline:
         self._copy_frames = copy_frames
         self._budget = int(float(memory_budget_mb) * 2**20)
         self._events_doc = _describe_events(events) if events is not None else None
-        self.record = RunRecord(
-            run_dir,
+        self.record = self._new_record(run_info, profile, isolation, float(memory_budget_mb))
+        self._init_run_state()
+
+    def _new_record(
+        self, run_info: Any, profile: Any, isolation: Isolation, memory_budget_mb: float
+    ) -> RunRecord:
+        """Create the run's record with run.json's fixed header (model, options, ...)."""
+        record = RunRecord(
+            self.run_dir,
             {
                 "run_info": _jsonable(run_info, "run_info"),
                 "profile": _jsonable(profile, "profile"),
                 "model": self._provenance,
                 "options": {
-                    "policy": policy,
-                    "memory_budget_mb": float(memory_budget_mb),
-                    "max_batch": max_batch,
-                    "denoise_threads": denoise_threads,
-                    "denoise_nice": denoise_nice,
-                    "writer_nice": writer_nice,
+                    "policy": self.policy,
+                    "memory_budget_mb": memory_budget_mb,
+                    "max_batch": self.max_batch,
+                    "denoise_threads": self._denoise_threads,
+                    "denoise_nice": self._denoise_nice,
+                    "writer_nice": self._writer_nice,
                     "isolation": isolation,
                     **self._store_options,
                 },
             },
         )
-        if risk:
-            self.record.risk_fractions = []
+        if self._risk:
+            record.risk_fractions = []
+        return record
+
+    def _init_run_state(self) -> None:
+        """Queues, the memory budget's counters and the run's flags, before any frame."""
         self._writer: RunWriter | None = None
         self._raw_q = Inbox()
         self._den_q = Inbox()

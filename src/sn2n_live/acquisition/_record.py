@@ -401,29 +401,8 @@ def record_after_child_death(
         document = {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION}
     raw_frames = journal_frames(run_dir, "raw")
     denoised_frames = journal_frames(run_dir, "denoised")
-    # The journal, not the last heartbeat's list: frames may have come since.
-    unplaced_frames = journal_frames(run_dir, "unplaced")
-    unplaced, unsaved = RangeList(), RangeList()
-    rescued_frames = {i for lo, hi in rescued.ranges() for i in range(lo, hi + 1)}
-    for seq in range(received):
-        if seq in unplaced_frames:
-            unplaced.add(seq)
-        elif seq not in raw_frames and seq not in rescued_frames:
-            unsaved.add(seq)  # in no store: its raw write failed in the child
-    previous = {
-        reason: ranges
-        for reason, ranges in (document.get("missing_denoised") or {}).get("by_reason", {}).items()
-        if reason in MISSING_REASONS
-    }
-    by_reason = {reason: RangeList() for reason in MISSING_REASONS}
-    for seq in range(received):
-        if seq in denoised_frames or seq in unplaced:
-            continue
-        reason = next(
-            (r for r, ranges in previous.items() if any(lo <= seq <= hi for lo, hi in ranges)),
-            "denoise_process_died",
-        )
-        by_reason[reason].add(seq)
+    unplaced, unsaved = _raw_homes(run_dir, received, raw_frames, rescued)
+    by_reason = _missing_by_reason(document, received, denoised_frames, unplaced)
     missing = RangeList()
     for ranges in by_reason.values():
         for lo, hi in ranges.ranges():
@@ -462,6 +441,46 @@ def record_after_child_death(
     )
     document.setdefault("notes", [])
     return document
+
+
+def _raw_homes(
+    run_dir: Path, received: int, raw_frames: set[int], rescued: RangeList
+) -> tuple[RangeList, RangeList]:
+    """Return the unplaced frames and those in no store (their raw write failed)."""
+    # The journal, not the last heartbeat's list: frames may have come since.
+    unplaced_frames = journal_frames(run_dir, "unplaced")
+    unplaced, unsaved = RangeList(), RangeList()
+    rescued_frames = {i for lo, hi in rescued.ranges() for i in range(lo, hi + 1)}
+    for seq in range(received):
+        if seq in unplaced_frames:
+            unplaced.add(seq)
+        elif seq not in raw_frames and seq not in rescued_frames:
+            unsaved.add(seq)
+    return unplaced, unsaved
+
+
+def _missing_by_reason(
+    document: Mapping[str, Any], received: int, denoised: set[int], unplaced: RangeList
+) -> dict[str, RangeList]:
+    """Return why each placed frame has no denoised twin.
+
+    A reason the child had recorded stands; any other frame lost its twin with the child.
+    """
+    previous = {
+        reason: ranges
+        for reason, ranges in (document.get("missing_denoised") or {}).get("by_reason", {}).items()
+        if reason in MISSING_REASONS
+    }
+    by_reason = {reason: RangeList() for reason in MISSING_REASONS}
+    for seq in range(received):
+        if seq in denoised or seq in unplaced:
+            continue
+        reason = next(
+            (r for r, ranges in previous.items() if any(lo <= seq <= hi for lo, hi in ranges)),
+            "denoise_process_died",
+        )
+        by_reason[reason].add(seq)
+    return by_reason
 
 
 def journal_frames(run_dir: Path, role: str) -> set[int]:

@@ -47,7 +47,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, get_args
@@ -297,6 +297,24 @@ def layout_from_events(
     frames = [e for e in events if _acquires_image(e)]
     if not frames:
         return _flat(None, "no image events: one unbounded axis")
+    grid = _nested_grid(frames)
+    if isinstance(grid, str):
+        return _flat(len(frames), grid)
+    order, sizes = grid
+    key_sizes = tuple((k, sizes[k]) for k in order)
+    groups = _dimensions(frames, order, sizes)
+    notes: list[str] = []
+    _fold_sim(groups, notes)
+    if not _fit_dimension_limit(groups, notes):
+        return _flat(len(frames), "too many dimensions and none adjacent to fold: one axis")
+    return FrameLayout(dims=tuple(groups), flat=False, key_sizes=key_sizes, notes=tuple(notes))
+
+
+def _nested_grid(frames: list[useq.MDAEvent]) -> tuple[list[str], dict[str, int]] | str:
+    """Rule 2: return the index keys, outermost first, and their sizes.
+
+    A string instead says why the events are not a full nested-loop grid.
+    """
     n = len(frames)
     keys: list[str] = []
     for event in frames:
@@ -304,15 +322,15 @@ def layout_from_events(
         keys.extend(str(getattr(k, "value", k)) for k in event.index if k not in keys)
     rows = [tuple(e.index.get(k, -1) for k in keys) for e in frames]
     if any(-1 in row for row in rows):
-        return _flat(n, "image events carry different index keys: one axis in event order")
+        return "image events carry different index keys: one axis in event order"
     sizes = {}
     for j, key in enumerate(keys):
         values = {row[j] for row in rows}
         if values != set(range(len(values))):
-            return _flat(n, f"index {key!r} does not run 0..n-1: one axis in event order")
+            return f"index {key!r} does not run 0..n-1: one axis in event order"
         sizes[key] = len(values)
     if math.prod(sizes.values()) != n:
-        return _flat(n, "events are not a full grid of their index ranges: one axis")
+        return "events are not a full grid of their index ranges: one axis"
     changes = {
         key: sum(rows[i][j] != rows[i - 1][j] for i in range(1, n)) for j, key in enumerate(keys)
     }
@@ -323,16 +341,21 @@ def layout_from_events(
         if sizes[key] == 1:
             before = [k for k in keys[:j] if k in order]
             order.insert(order.index(before[-1]) + 1 if before else 0, key)
-    key_sizes = tuple((k, sizes[k]) for k in order)
-    probe = FrameLayout(dims=(), flat=False, key_sizes=key_sizes)
+    probe = FrameLayout(dims=(), flat=False, key_sizes=tuple((k, sizes[k]) for k in order))
     if any(probe.position(e.index) != i for i, e in enumerate(frames)):
-        return _flat(n, "events are not in nested-loop order: one axis in event order")
+        return "events are not in nested-loop order: one axis in event order"
+    return order, sizes
 
+
+def _dimensions(
+    frames: list[useq.MDAEvent], order: list[str], sizes: dict[str, int]
+) -> list[LayoutDim]:
+    """Rule 5: one dimension per index key, labelled from the events."""
     labels = {k: [f"{k}{v}" for v in range(sizes[k])] for k in order}
     for event in frames:
         for key in order:
             labels[key][event.index[key]] = _key_label(key, event.index[key], event)
-    groups: list[LayoutDim] = [
+    return [
         LayoutDim(
             name=k,
             count=sizes[k],
@@ -343,7 +366,10 @@ def layout_from_events(
         )
         for k in order
     ]
-    notes: list[str] = []
+
+
+def _fold_sim(groups: list[LayoutDim], notes: list[str]) -> None:
+    """Rule 3: angle directly followed by phase become one ``sim`` dimension."""
     names = [g.name for g in groups]
     if ANGLE_KEY in names and PHASE_KEY in names:
         i = names.index(ANGLE_KEY)
@@ -351,10 +377,13 @@ def layout_from_events(
             groups[i : i + 2] = [_fold(groups[i], groups[i + 1], SIM_DIM)]
             notes.append(f"a x h -> {SIM_DIM}")
 
-    def n_index(dims: Sequence[LayoutDim]) -> int:
-        return sum(d.type != "position" for d in dims)
 
-    while n_index(groups) > MAX_INDEX_DIMS:
+def _fit_dimension_limit(groups: list[LayoutDim], notes: list[str]) -> bool:
+    """Rule 4: drop size-1, then fold adjacent dimensions until ome-writers' limit holds.
+
+    Returns False if no adjacent pair is left to fold.
+    """
+    while sum(d.type != "position" for d in groups) > MAX_INDEX_DIMS:
         ones = [i for i, g in enumerate(groups) if g.count == 1 and g.type != "position"]
         if ones:
             dropped = groups.pop(ones[-1])
@@ -369,12 +398,12 @@ def layout_from_events(
             None,
         )
         if pair is None:
-            return _flat(n, "too many dimensions and none adjacent to fold: one axis")
+            return False
         outer, inner = groups[pair], groups[pair + 1]
         name = f"{outer.name}_{inner.name}"
         groups[pair : pair + 2] = [_fold(outer, inner, name)]
         notes.append(f"{outer.name} x {inner.name} -> {name}")
-    return FrameLayout(dims=tuple(groups), flat=False, key_sizes=key_sizes, notes=tuple(notes))
+    return True
 
 
 def _fold(outer: LayoutDim, inner: LayoutDim, name: str) -> LayoutDim:
