@@ -62,7 +62,7 @@ def set_tag(event: useq.MDAEvent) -> SetTag:
 class PendingFrame:
     """One frame in flight: its numbers, pixels (None once spilled), event and set."""
 
-    __slots__ = ("event", "image", "meta", "nbytes", "pos", "seq", "t", "tag")
+    __slots__ = ("_tag", "event", "image", "meta", "nbytes", "pos", "seq", "t")
 
     def __init__(
         self,
@@ -82,11 +82,18 @@ class PendingFrame:
         self.meta = meta
         self.t = t  # arrival, perf_counter
         self.nbytes = nbytes  # bytes it counts against the memory budget
-        self.tag = tag if tag is not None else set_tag(event)
+        self._tag = tag
+
+    @property
+    def tag(self) -> SetTag:
+        """The frame's SIM set, read from its event on first use (off the relay thread)."""
+        if self._tag is None:
+            self._tag = set_tag(self.event)
+        return self._tag
 
     def spilled(self) -> PendingFrame:
         """Return the same frame queued as its position only (pixels re-read later)."""
-        return PendingFrame(self.seq, self.pos, None, self.event, self.meta, self.t, 0, self.tag)
+        return PendingFrame(self.seq, self.pos, None, self.event, self.meta, self.t, 0, self._tag)
 
 
 class Admission(StrEnum):
