@@ -11,6 +11,7 @@ from sn2n_live.acquisition._batching import (
     complete_batch,
     hold_for_raw,
     preview_batch,
+    preview_due,
     preview_keep,
     set_tag,
 )
@@ -117,3 +118,29 @@ def test_a_preview_queue_keeps_one_set_and_the_next_one_growing(size, keep):
 def test_set_tags_come_from_the_sim_metadata(metadata, index, size, key):
     tag = set_tag(useq.MDAEvent(index=index, metadata=metadata))
     assert tag == SetTag(size, key)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "newest", "shown", "saved_upto", "since", "cost", "due"),
+    [
+        (True, 10, 5, 3, 1.0, 0.2, True),
+        (False, 10, 5, 3, 1.0, 0.2, False),  # nobody watches
+        (True, None, -1, -1, 1.0, 0.0, False),  # no frame yet
+        (True, 10, 10, 3, 1.0, 0.2, False),  # the newest is shown already
+        (True, 10, 5, 11, 1.0, 0.2, False),  # saving is past it: its pair is fresh
+        (True, 10, 5, 3, 0.05, 0.0, False),  # not faster than the display
+        (True, 10, 5, 3, 0.3, 0.5, False),  # at most half the worker's time
+        (True, 10, 5, 3, 0.6, 0.5, True),
+    ],
+)
+def test_the_preview_lane_runs_only_when_watched_and_due(
+    wanted, newest, shown, saved_upto, since, cost, due
+):
+    assert preview_due(wanted, newest, shown, saved_upto, since, cost, 0.1) is due
+
+
+@pytest.mark.parametrize(
+    ("spec", "max_batch", "take"), [("aa", 4, 2), ("aaabbb", 4, 4), ("", 4, 0)]
+)
+def test_a_watched_run_may_split_sets_into_short_batches(spec, max_batch, take):
+    assert complete_batch(_tags(spec), False, max_batch, split_sets=True) == take

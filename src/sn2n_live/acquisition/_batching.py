@@ -26,6 +26,7 @@ __all__ = [
     "complete_batch",
     "hold_for_raw",
     "preview_batch",
+    "preview_due",
     "preview_keep",
     "set_tag",
 ]
@@ -116,6 +117,27 @@ def preview_keep(set_size: int) -> int:
     return 2 * set_size - 1
 
 
+def preview_due(
+    wanted: bool,
+    newest: int | None,
+    shown: int,
+    saved_upto: int,
+    since_last_s: float,
+    last_cost_s: float,
+    min_interval_s: float,
+) -> bool:
+    """Whether the worker should denoise the newest frame for the preview now.
+
+    Only while someone watches (``wanted``), for a frame newer than the one shown and not
+    yet reached by the saving lane (then its in-order pair is fresh anyway), and at most
+    half of the worker's time: the pause since the last preview frame must be as long as
+    that frame took (and at least ``min_interval_s``, the display's period).
+    """
+    if not wanted or newest is None or newest <= shown or newest < saved_upto:
+        return False
+    return since_last_s >= max(min_interval_s, last_cost_s)
+
+
 def hold_for_raw(acquiring: bool, raw_backlog: int, raw_writer_alive: bool) -> bool:
     """Whether the denoise worker should wait for the raw writer before its next batch.
 
@@ -143,12 +165,18 @@ def _groups(tags: Sequence[SetTag]) -> list[tuple[int, int, bool]]:
     return out
 
 
-def complete_batch(tags: Sequence[SetTag], ending: bool, max_batch: int) -> int:
+def complete_batch(
+    tags: Sequence[SetTag], ending: bool, max_batch: int, *, split_sets: bool = False
+) -> int:
     """Frames to take from the front: whole sets (or single frames), up to ``max_batch``.
 
     A set larger than ``max_batch`` is still one batch; an unfinished last set waits
-    unless nothing more comes (``ending``). 0: wait for more frames.
+    unless nothing more comes (``ending``). 0: wait for more frames. ``split_sets``:
+    take up to ``max_batch`` frames whatever their sets (frames are denoised one by one;
+    whole sets only make batches larger), so that a preview waits at most one short batch.
     """
+    if split_sets:
+        return min(len(tags), max_batch)
     n = 0
     for start, stop, whole in _groups(tags):
         size = stop - start

@@ -107,6 +107,12 @@ class LatestPair:
     data_check : str or None
         How the frame falls outside the model's training photometry (e.g. ``"signal 21x
         the training's"``), or None when it does not (or nothing was checked).
+    arrived : float or None
+        ``time.perf_counter()`` when the frame reached the handler (a system-wide clock on
+        Linux, so valid in either process); :meth:`age_s` is how old it is now.
+    fresh : bool
+        True for a preview pair: the newest frame, denoised ahead of the saving order
+        while the saved stream catches up (its saved twin comes later, computed alike).
     """
 
     frame: int
@@ -115,6 +121,14 @@ class LatestPair:
     denoised: np.ndarray
     latency_ms: float
     data_check: str | None = None
+    arrived: float | None = None
+    fresh: bool = False
+
+    def age_s(self, now: float | None = None) -> float | None:
+        """Seconds since the frame arrived (None if its arrival is unknown)."""
+        if self.arrived is None:
+            return None
+        return (time.perf_counter() if now is None else now) - self.arrived
 
 
 @dataclass(frozen=True)
@@ -194,7 +208,9 @@ class LiveDenoiseEvents(SignalGroup):
     stats(LiveStats)
         Every ``stats_interval_s`` while the run is active.
     pair(LatestPair)
-        After every denoised batch.
+        After every denoised batch, and every preview frame while someone watches
+        (:meth:`LiveHandler.latest` was called in the last second): frame numbers only
+        ever grow, so a preview never goes back in time.
     raw_failed(str)
         Once, at the first raw frame that could not be saved (disk full, store
         removed): which frame, where and why. :func:`live_denoise` cancels the MDA on it.
@@ -246,7 +262,7 @@ class LiveHandler(Protocol):
         ...
 
     def latest(self) -> LatestPair | None:
-        """Newest raw/denoised pair."""
+        """Newest raw/denoised pair; calling it asks for fresh pairs for a second."""
         ...
 
     def latest_raw(self) -> np.ndarray | None:

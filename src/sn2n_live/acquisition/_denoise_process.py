@@ -71,6 +71,8 @@ class _PairPublisher:
 
     def publish(self, pair: LatestPair, *, last: bool = False) -> None:
         with self._lock:
+            if pair.frame < self.frame:
+                return  # a newer pair is out already
             now = time.monotonic()
             c = self.counters
             taken = c[c.PAIR_TAKEN] == self._gen
@@ -141,9 +143,13 @@ def _connect(pipeline: LivePipeline, link: _Link, publisher: _PairPublisher) -> 
 def _report_raw_progress(
     pipeline: LivePipeline, counters: tp.SharedCounters, stop: threading.Event
 ) -> None:
-    """Publish how far the raw writer got: the parent frees ring slots by it."""
+    """Publish how far the raw writer got; pass on whether a preview watches.
+
+    The parent frees ring slots by the first.
+    """
     while not stop.wait(0.005):
         counters[counters.RAW_DONE] = pipeline.record.counts.raw_done
+        pipeline.preview_deadline = counters[counters.PREVIEW_UNTIL_US] / 1e6
 
 
 def _serve(

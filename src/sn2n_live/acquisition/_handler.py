@@ -182,7 +182,13 @@ class LiveDenoiseHandler:
         return self._pipeline.finished
 
     def latest(self) -> LatestPair | None:
-        """Newest raw/denoised pair (thread-safe; previews poll this)."""
+        """Newest raw/denoised pair (thread-safe; previews poll this).
+
+        A call asks for fresh pairs for the next second: while the saved stream is
+        behind, the worker also denoises the newest frame for the preview (at most half
+        its time), so the pair shown is seconds fresh, not minutes late.
+        """
+        self._pipeline.want_preview()
         return self._pipeline.latest()
 
     def latest_raw(self) -> np.ndarray | None:

@@ -57,7 +57,7 @@ from sn2n_live.acquisition._contracts import (
     RunSummary,
     wait_until_done,
 )
-from sn2n_live.acquisition._pipeline import Inbox
+from sn2n_live.acquisition._pipeline import PREVIEW_WATCH_S, Inbox
 from sn2n_live.acquisition._record import (
     ErrorLog,
     journal_frames,
@@ -235,7 +235,11 @@ class ProcessLiveDenoiseHandler:
         spends no time here on copying them. The child publishes the next pair 50 ms
         after one was taken, else once a second, and the last one at the end of the
         run: a preview polling at its own rate gets pairs at most one poll interval old.
+        A call also asks the child for fresh pairs for the next second (the newest frame
+        denoised ahead of the saving order while the saved stream is behind).
         """
+        until = time.perf_counter() + PREVIEW_WATCH_S
+        self._counters[tp.SharedCounters.PREVIEW_UNTIL_US] = int(until * 1e6)
         if self._pair_waiting is not None:
             self._take_pair()
         return self._latest

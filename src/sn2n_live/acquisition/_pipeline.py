@@ -47,6 +47,7 @@ from sn2n_live.acquisition._batching import (
     complete_batch,
     hold_for_raw,
     preview_batch,
+    preview_due,
     preview_keep,
 )
 from sn2n_live.acquisition._contracts import (
@@ -81,6 +82,12 @@ __all__ = ["Inbox", "LivePipeline", "check_options", "frame_metadata"]
 
 _HEARTBEAT_S = 2.0
 _HOLD_POLL_S = 0.005
+# Preview lane: at most this often (a display's period), and saving batches cut to about
+# this long while someone watches, so that the newest frame waits at most one of them.
+_PREVIEW_MIN_INTERVAL_S = 0.1
+_PREVIEW_BATCH_S = 0.4
+# How long one latest() call counts as someone watching.
+PREVIEW_WATCH_S = 1.0
 _END = object()
 
 
@@ -380,6 +387,14 @@ class LivePipeline:
         # The final run.json if it could not be written (another process may).
         self.unwritten_document: dict[str, Any] | None = None
         self._ticks: list[Callable[[], None]] = []
+        # Preview lane (denoise worker, except preview_deadline: any thread may extend it).
+        self.preview_deadline = 0.0  # perf_counter until which someone watches
+        self._latest_item: PendingFrame | None = None  # accept's thread
+        self._shown = -1  # newest frame published as a pair
+        self._saved_upto = -1  # newest frame the saving lane wrote
+        self._preview_end = 0.0
+        self._preview_cost = 0.0
+        self._frame_cost_s: float | None = None  # saving lane, per frame, smoothed
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -411,6 +426,10 @@ class LivePipeline:
     def latest(self) -> LatestPair | None:
         """Newest raw/denoised pair (thread-safe)."""
         return self._latest
+
+    def want_preview(self, seconds: float = PREVIEW_WATCH_S) -> None:
+        """Someone watches: denoise the newest frame ahead of the saving order for a while."""
+        self.preview_deadline = max(self.preview_deadline, time.perf_counter() + seconds)
 
     def latest_raw(self) -> np.ndarray | None:
         """Newest raw frame received, denoised or not (thread-safe)."""
@@ -558,6 +577,7 @@ class LivePipeline:
             self._raw_q.put(item)
             self._latest_raw = img
             if item.pos is not None:
+                self._latest_item = item
                 self._admit(item)
         except Exception as exc:  # a raising handler kills pymmcore's relay
             self.record.errors.add("frameReady", exc, counts.received)
@@ -690,6 +710,7 @@ class LivePipeline:
                 ending = self._take(pending, block=not pending and not ending) or ending
                 if self._catch_up_canceled.is_set() or not self._den_active:
                     break
+                self._preview_newest()
                 if not pending:
                     if ending:
                         break
@@ -727,11 +748,71 @@ class LivePipeline:
             skip, take = preview_batch(tags, [item.image is not None for item in pending], ending)
             for _ in range(skip):
                 self._skip(pending.popleft(), "preview")
+        elif self._watched():
+            take = complete_batch(tags, ending, self._watched_batch(), split_sets=True)
         else:
             take = complete_batch(tags, ending, self.max_batch)
         if not take:
             return None
         return [pending.popleft() for _ in range(take)]
+
+    def _watched(self) -> bool:
+        return time.perf_counter() < self.preview_deadline
+
+    def _watched_batch(self) -> int:
+        """Return the saving batch size while someone watches (``_PREVIEW_BATCH_S`` of work)."""
+        if self._frame_cost_s is None:
+            return 1
+        return max(1, min(self.max_batch, int(_PREVIEW_BATCH_S / self._frame_cost_s)))
+
+    def _preview_newest(self) -> None:
+        """Preview lane: denoise the newest frame now if someone watches and it is due.
+
+        The pair is published, never saved (its saved twin comes in order). A failure
+        here is recorded and stops nothing: the saving lane meets the same frame later.
+        """
+        item = self._latest_item
+        now = time.perf_counter()
+        due = preview_due(
+            now < self.preview_deadline,
+            None if item is None else item.seq,
+            self._shown,
+            self._saved_upto,
+            now - self._preview_end,
+            self._preview_cost,
+            _PREVIEW_MIN_INTERVAL_S,
+        )
+        if not due or item is None or item.image is None:
+            return
+        image = item.image
+        try:
+            denoised = np.asarray(self._denoiser.denoise(image[None]))[0]
+        except Exception as exc:
+            self.record.errors.add("preview", exc, item.seq)
+            return
+        self._preview_end = time.perf_counter()
+        self._preview_cost = self._preview_end - now
+        self.record.timing.preview_s += self._preview_cost
+        self.record.counts.previewed += 1
+        self._publish(
+            LatestPair(
+                frame=item.seq,
+                index=frame_metadata(item)["index"],
+                raw=image,
+                denoised=denoised,
+                latency_ms=round(self._preview_cost * 1e3, 3),
+                arrived=item.t,
+                fresh=True,
+            )
+        )
+
+    def _publish(self, pair: LatestPair) -> None:
+        """Show ``pair`` unless a newer one is shown already (previews never go back)."""
+        if pair.frame <= self._shown:
+            return
+        self._shown = pair.frame
+        self._latest = pair
+        self._emit(self.events.pair, pair)
 
     def _wait_for_raw_writer(self) -> None:
         """While acquiring, hold denoising as long as the raw writer is behind.
@@ -836,7 +917,11 @@ class LivePipeline:
         except Exception as exc:  # MemoryError and torch OOM included
             self._fail_denoiser(exc, frames)
             return
-        self.record.timing.busy_s += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        self.record.timing.busy_s += spent
+        per_frame = spent / len(frames)
+        cost = self._frame_cost_s
+        self._frame_cost_s = per_frame if cost is None else 0.7 * cost + 0.3 * per_frame
         counts = self.record.counts
         before = counts.denoised_written
         try:
@@ -919,6 +1004,7 @@ class LivePipeline:
             record.denoise_rate.add(now)
             record.counts.denoised_written += 1
             self._den_done += 1
+            self._saved_upto = item.seq
         last = frames[-1]
         pair = LatestPair(
             frame=last.seq,
@@ -927,9 +1013,9 @@ class LivePipeline:
             denoised=out[-1],
             latency_ms=round((time.perf_counter() - last.t) * 1e3, 3),
             data_check=None if checks is None or checks[-1] is None else checks[-1][1],
+            arrived=last.t,
         )
-        self._latest = pair
-        self._emit(self.events.pair, pair)
+        self._publish(pair)
 
     def _fail_denoiser(self, exc: BaseException, frames: list[PendingFrame]) -> None:
         self._den_failed = True

@@ -164,6 +164,7 @@ class RunCounts:
     denoised_written: int = 0
     spilled: int = 0
     reread: int = 0
+    previewed: int = 0  # frames denoised ahead of the saving order for a preview
 
 
 @dataclass
@@ -175,6 +176,7 @@ class Timing:
     t_acq_end: float | None = None
     t_done: float | None = None
     busy_s: float = 0.0
+    preview_s: float = 0.0  # inside denoise for the preview lane (not in busy_s)
     held_for_raw_s: float = 0.0
     first_runner_ms: float | None = None
     last_runner_ms: float | None = None
@@ -299,6 +301,7 @@ class RunRecord:
                 "unplaced": len(self.unplaced),
                 "spilled": c.spilled,
                 "reread": c.reread,
+                "previewed": c.previewed,
             },
             "missing_denoised": {
                 "ranges": missing.ranges(),
@@ -315,6 +318,7 @@ class RunRecord:
                 "camera_fps": round(t.camera_fps(), 3),
                 "denoise_fps": round(c.denoised_written / t.busy_s, 3) if t.busy_s > 0 else 0.0,
                 "denoise_held_for_raw_writer_s": round(t.held_for_raw_s, 3),
+                "preview_s": round(t.preview_s, 3),
                 "latency_ms": {"p50": p50, "p99": p99},
                 "frame_ready_us": {"p50": _percentile(fr, 50), "p99": _percentile(fr, 99)},
             },

@@ -147,6 +147,8 @@ class PairReady(NamedTuple):
     raw_spec: tuple[tuple[int, ...], str]
     den_spec: tuple[tuple[int, ...], str]
     data_check: str | None
+    arrived: float | None
+    fresh: bool
 
 
 class RawFailed(NamedTuple):
@@ -183,10 +185,11 @@ class SharedCounters:
     ``RAW_DONE`` (child): frames its raw writer is done with, in arrival order.
     ``PAIR_GEN`` (child): the pair slot's generation, odd while being written (a seqlock).
     ``PAIR_TAKEN`` (parent): the last generation copied out.
+    ``PREVIEW_UNTIL_US`` (parent): ``perf_counter`` in µs until which a preview watches.
     """
 
-    RAW_DONE, PAIR_GEN, PAIR_TAKEN = 0, 1, 2
-    _N = 3
+    RAW_DONE, PAIR_GEN, PAIR_TAKEN, PREVIEW_UNTIL_US = 0, 1, 2, 3
+    _N = 4
 
     def __init__(self, shm: SharedMemory) -> None:
         self.shm = shm
@@ -280,6 +283,8 @@ class PairSlot:
             (raw.shape, raw.dtype.str),
             (den.shape, den.dtype.str),
             pair.data_check,
+            pair.arrived,
+            pair.fresh,
         )
 
     def take(self, ready: PairReady) -> LatestPair | None:
@@ -296,7 +301,16 @@ class PairSlot:
         if c[c.PAIR_GEN] != ready.gen:  # overwritten while copying
             return None
         c[c.PAIR_TAKEN] = ready.gen
-        return LatestPair(ready.frame, ready.index, raw, den, ready.latency_ms, ready.data_check)
+        return LatestPair(
+            ready.frame,
+            ready.index,
+            raw,
+            den,
+            ready.latency_ms,
+            ready.data_check,
+            ready.arrived,
+            ready.fresh,
+        )
 
 
 def unlink_all(*segments: SharedMemory | None) -> None:
