@@ -68,7 +68,6 @@ def _when(handler, frames: int, action) -> threading.Thread:
     return thread
 
 
-@pytest.mark.no_qt_log
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 @pytest.mark.parametrize("scenario", ["cancel", "denoiser_fails", "catch_up_canceled"])
 def test_stores_stats_and_run_json_agree_under_random_faults(core, tmp_path, isolation, scenario):
