@@ -52,7 +52,7 @@ RULES = {
         *UI,
         *QT,
     ),
-    "acquisition": QT,
+    "acquisition": (*QT, "sn2n_live.preview"),
     "io": (
         "sn2n_live.acquisition",
         "sn2n_live.engine",
@@ -70,6 +70,18 @@ RULES = {
 ONLY = {
     "profiles": ("pydantic", "sn2n_live.config"),
     "config/_choices": (),
+}
+# The live preview (models, views and controllers apart, ndv's way) imports only these,
+# the standard library, and acquisition through its public face: exactly the module
+# `sn2n_live.acquisition`, never one of its private modules.
+PREVIEW = ("qtpy", "numpy", "matplotlib", "sn2n_live.config", "sn2n_live.preview")
+PREVIEW_FACES = ("sn2n_live.acquisition",)
+# Its modules that stay free of Qt (pure models and rendering) or of acquisition (the view).
+PREVIEW_MODULES = {
+    "_render": (*QT, "sn2n_live.acquisition"),
+    "_compose": (*QT, "sn2n_live.acquisition"),
+    "_model": QT,
+    "_view": ("sn2n_live.acquisition", "sn2n_live.preview._model", "sn2n_live.preview._widget"),
 }
 # What cli.py imports when it is loaded: `sn2n-live --help` and `profile check
 # --schema-only` start without torch, engines, writers or hardware.
@@ -115,6 +127,30 @@ def test_module_imports_only_the_standard_library_and_its_allowed_layers(module)
     for name in _imports(file):
         allowed = name.partition(".")[0] in sys.stdlib_module_names or _matches(name, ONLY[module])
         assert allowed, f"{module} imports {name}; it may import only {ONLY[module]} (and std)"
+
+
+def test_preview_imports_only_qt_numpy_config_and_the_acquisition_face():
+    files = _files("preview")
+    assert files and all(f.is_file() for f in files), "no modules found for preview"
+    for file in files:
+        for name in _imports(file):
+            allowed = (
+                name.partition(".")[0] in sys.stdlib_module_names
+                or _matches(name, PREVIEW)
+                or name in PREVIEW_FACES
+            )
+            assert allowed, (
+                f"{file.relative_to(SRC)} imports {name}; the preview may import only "
+                f"{PREVIEW}, the public {PREVIEW_FACES} (and std)"
+            )
+
+
+@pytest.mark.parametrize("module", sorted(PREVIEW_MODULES))
+def test_preview_models_know_no_qt_and_the_view_knows_no_acquisition(module):
+    file = SRC / "preview" / f"{module}.py"
+    for name in _imports(file):
+        bad = _matches(name, PREVIEW_MODULES[module])
+        assert not bad, f"preview/{module}.py imports {name} (it must not)"
 
 
 def test_cli_imports_the_heavy_layers_only_inside_its_commands():

@@ -1,0 +1,445 @@
+"""The controller: a widget that follows a live-denoise handler at display rate.
+
+A QTimer polls ``handler.latest()`` and ``handler.stats()`` (default every 100 ms): the
+GUI thread gets no Qt event per camera frame, runs no inference and renders a pair
+only when a new one (or a new setting) is there. The handler's ``raw_failed`` and
+``finished`` signals come from its worker threads; they only drop a note into an
+:class:`_Inbox` that the timer reads, so no slot ever runs off the GUI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtGui import QCloseEvent
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sn2n_live.acquisition import LatestPair, LiveHandler, LiveStats, RunSummary
+from sn2n_live.preview._compose import render_panes
+from sn2n_live.preview._model import (
+    OVERLAYS,
+    CameraCalibration,
+    Notice,
+    PreviewState,
+    Readout,
+    RunHealth,
+    status_line,
+)
+from sn2n_live.preview._render import colormaps_available
+from sn2n_live.preview._view import RENDERER, ImagePane
+
+__all__ = ["DenoisePreviewWidget"]
+
+MIN_REFRESH_MS = 10
+_WARNING_STYLE = "color: #b35900; font-weight: bold;"
+_BANNER_STYLE = (
+    "background: #b00020; color: white; font-weight: bold; font-size: 14px; padding: 8px;"
+)
+
+
+class _Inbox:
+    """Where the handler's threads leave what the GUI thread reads on its next poll.
+
+    A plain Python object (not a QObject): psygnal may call it from any thread, even
+    while the widget is being destroyed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.raw_failure: str | None = None
+        self.summary: RunSummary | None = None
+
+    def on_raw_failed(self, message: str) -> None:
+        with self._lock:
+            if self.raw_failure is None:  # the first failure is the one to read
+                self.raw_failure = str(message)
+
+    def on_finished(self, summary: RunSummary) -> None:
+        with self._lock:
+            self.summary = summary
+
+    def read(self) -> tuple[str | None, RunSummary | None]:
+        with self._lock:
+            return self.raw_failure, self.summary
+
+
+class DenoisePreviewWidget(QWidget):
+    """Raw and denoised side by side, following a live-denoise run.
+
+    Parameters
+    ----------
+    handler : LiveHandler, optional
+        The run to follow (``live_denoise``'s handler); :meth:`set_handler` changes it.
+    provenance : mapping, optional
+        What produces the denoised frames (the denoiser's ``provenance``: model sha256,
+        engine, precision), shown in the status bar.
+    camera : object or mapping, optional
+        ``offset_adu`` and ``gain_adu_per_e`` (e.g. ``sn2n_live.simulation.CameraModel``):
+        the readout then also gives photons, ``(adu - offset) / gain``.
+    refresh_ms : int
+        Poll interval (default 100 ms: 10 Hz, whatever the camera rate); at least 10.
+    parent : QWidget, optional
+        Qt parent.
+    """
+
+    def __init__(
+        self,
+        handler: LiveHandler | None = None,
+        *,
+        provenance: Mapping[str, Any] | None = None,
+        camera: Any = None,
+        refresh_ms: int = 100,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        if refresh_ms < MIN_REFRESH_MS:
+            raise ValueError(f"refresh_ms must be >= {MIN_REFRESH_MS}; got {refresh_ms}.")
+        self.state = PreviewState(
+            provenance=dict(provenance or {}), camera=CameraCalibration.from_any(camera)
+        )
+        self.health = RunHealth()
+        self.link_views = True
+        self._handler: LiveHandler | None = None
+        self._inbox = _Inbox()
+        self._connected: Any = None  # the events our inbox is connected to
+        self._timer = QTimer(self)
+        self._timer.setInterval(int(refresh_ms))
+        self._timer.timeout.connect(self._on_timer)
+        self._build()
+        self._render()
+        self._show_status()
+        if handler is not None:
+            self.set_handler(handler)
+
+    # -- layout --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(_BANNER_STYLE)
+        self.banner.hide()
+
+        self.contrast_combo = QComboBox()
+        self.contrast_combo.addItems(["auto", "manual"])
+        self.link_contrast = QCheckBox("link contrast")
+        self.link_contrast.setChecked(self.state.linked)
+        self.raw_min, self.raw_max = _spin(), _spin()
+        self.den_min, self.den_max = _spin(), _spin()
+        self.colormap_combo = QComboBox()
+        self.colormap_combo.addItems(list(colormaps_available()))
+        self.overlay_boxes = {name: QCheckBox(name) for name in OVERLAYS}
+
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("contrast"))
+        controls.addWidget(self.contrast_combo)
+        controls.addWidget(self.link_contrast)
+        controls.addWidget(QLabel("raw"))
+        controls.addWidget(self.raw_min)
+        controls.addWidget(self.raw_max)
+        controls.addWidget(QLabel("denoised"))
+        controls.addWidget(self.den_min)
+        controls.addWidget(self.den_max)
+        controls.addStretch(1)
+        display = QHBoxLayout()
+        display.addWidget(QLabel("colormap"))
+        display.addWidget(self.colormap_combo)
+        display.addWidget(QLabel("overlays"))
+        for box in self.overlay_boxes.values():
+            display.addWidget(box)
+        display.addStretch(1)
+
+        self.raw_pane, self.denoised_pane = ImagePane(), ImagePane()
+        panes = QHBoxLayout()
+        for title, pane in (("raw", self.raw_pane), ("denoised", self.denoised_pane)):
+            column = QVBoxLayout()
+            column.addWidget(QLabel(title))
+            column.addWidget(pane, 1)
+            panes.addLayout(column, 1)
+
+        self.readout_label = QLabel(" ")
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addLayout(controls)
+        layout.addLayout(display)
+        layout.addLayout(panes, 1)
+        layout.addWidget(self.readout_label)
+        layout.addWidget(self.status_label)
+
+        self.contrast_combo.currentTextChanged.connect(self._on_contrast)
+        self.link_contrast.toggled.connect(self._on_contrast)
+        for spin in (self.raw_min, self.raw_max, self.den_min, self.den_max):
+            spin.valueChanged.connect(self._on_manual_limits)
+        self.colormap_combo.currentTextChanged.connect(self.set_colormap)
+        for name, box in self.overlay_boxes.items():
+            box.toggled.connect(lambda on, name=name: self.set_overlay(name, on))
+        self.raw_pane.view_changed.connect(lambda *v: self._follow_view(self.denoised_pane, v))
+        self.denoised_pane.view_changed.connect(lambda *v: self._follow_view(self.raw_pane, v))
+        self.raw_pane.hovered.connect(self._on_hover)
+        self.denoised_pane.hovered.connect(self._on_hover)
+        self._sync_controls()
+
+    # -- the run -------------------------------------------------------------------------
+
+    @property
+    def handler(self) -> LiveHandler | None:
+        """The run followed."""
+        return self._handler
+
+    @property
+    def timer(self) -> QTimer:
+        """The poll timer (active while a handler is followed and the widget is open)."""
+        return self._timer
+
+    def set_handler(
+        self, handler: LiveHandler | None, *, provenance: Mapping[str, Any] | None = None
+    ) -> None:
+        """Follow another run (None: none); the pair, statistics and notices start afresh.
+
+        Parameters
+        ----------
+        handler : LiveHandler or None
+            The new run's handler.
+        provenance : mapping, optional
+            Its denoiser's provenance (default: keep the one given before).
+        """
+        self._disconnect()
+        self._handler = handler
+        self._inbox = _Inbox()
+        self.state.clear()
+        self.health.reset()
+        if provenance is not None:
+            self.state.provenance = dict(provenance)
+        if handler is None:
+            self._timer.stop()
+        else:
+            handler.events.raw_failed.connect(self._inbox.on_raw_failed)
+            handler.events.finished.connect(self._inbox.on_finished)
+            self._connected = handler.events
+            self._timer.start()
+        self._render()
+        self._show_status()
+
+    def _disconnect(self) -> None:
+        if self._connected is not None:
+            self._connected.raw_failed.disconnect(self._inbox.on_raw_failed, missing_ok=True)
+            self._connected.finished.disconnect(self._inbox.on_finished, missing_ok=True)
+            self._connected = None
+
+    def refresh(self) -> None:
+        """Poll the handler once: newest pair, statistics, failures (what the timer does)."""
+        handler = self._handler
+        if handler is None:
+            return
+        raw_failure, summary = self._inbox.read()
+        if summary is None and handler.finished:
+            # `finished` is emitted just after the run is marked over: a poll in between
+            # takes the summary from the handler (wait returns at once by then).
+            summary = handler.wait(timeout=0)
+            self._inbox.on_finished(summary)
+        self.health.raw_failure = raw_failure
+        self.health.final_status = None if summary is None else summary.status
+        self.show_pair(handler.latest(), handler.stats())
+
+    def show_pair(self, pair: LatestPair | None, stats: LiveStats | None = None) -> None:
+        """Display one pair and statistics snapshot (what :meth:`refresh` polled).
+
+        Also usable without a handler (replays, tests). Renders only when the pair is new.
+        """
+        now = time.monotonic()
+        if stats is not None:
+            self.state.stats = stats
+            self.health.update(stats, now)
+        if self.state.take(pair, now):
+            self._render()
+        self._show_status(now)
+
+    def set_widefield(self, image: np.ndarray | None) -> None:
+        """Give the widefield image of the latest complete SIM set (None: forget it).
+
+        See :func:`~sn2n_live.preview.widefield_image`; the widefield overlay shows it.
+        """
+        self.state.widefield = None if image is None else np.asarray(image)
+        self._render()
+
+    # -- settings ------------------------------------------------------------------------
+
+    def set_overlay(self, name: str, on: bool) -> None:
+        """Switch an overlay (``"residual"``, ``"risk"``, ``"widefield"``) on or off."""
+        if name not in OVERLAYS:
+            raise ValueError(f"overlay must be one of {OVERLAYS}; got {name!r}.")
+        if on:
+            self.state.overlays.add(name)
+        else:
+            self.state.overlays.discard(name)
+        box = self.overlay_boxes[name]
+        if box.isChecked() != on:
+            box.setChecked(on)  # re-enters with the same value: a no-op
+        self._render()
+
+    def set_colormap(self, name: str) -> None:
+        """Colormap of both panes (one of the combo's names)."""
+        if name not in colormaps_available():
+            raise ValueError(f"colormap must be one of {colormaps_available()}; got {name!r}.")
+        self.state.colormap = name
+        if self.colormap_combo.currentText() != name:
+            self.colormap_combo.setCurrentText(name)
+        self._render()
+
+    def set_contrast(
+        self,
+        mode: str,
+        *,
+        linked: bool | None = None,
+        raw_limits: tuple[float, float] | None = None,
+        denoised_limits: tuple[float, float] | None = None,
+    ) -> None:
+        """Contrast: ``"auto"`` (percentiles) or ``"manual"``, linked or separate.
+
+        Parameters
+        ----------
+        mode : {"auto", "manual"}
+            Percentile limits or the manual ones.
+        linked : bool, optional
+            One set of limits for both panes; default: keep.
+        raw_limits, denoised_limits : tuple of float, optional
+            Manual limits (linked: ``raw_limits`` serves both).
+        """
+        if mode not in ("auto", "manual"):
+            raise ValueError(f"contrast mode must be 'auto' or 'manual'; got {mode!r}.")
+        self.state.contrast = mode  # type: ignore[assignment]
+        if linked is not None:
+            self.state.linked = bool(linked)
+        if raw_limits is not None:
+            self.state.manual_raw = (float(raw_limits[0]), float(raw_limits[1]))
+        if denoised_limits is not None:
+            self.state.manual_denoised = (float(denoised_limits[0]), float(denoised_limits[1]))
+        self._render()
+
+    def readout(self, row: int, col: int) -> Readout | None:
+        """Both panes' values at ``(row, col)`` in ADU (and photons with a camera)."""
+        return self.state.readout(row, col)
+
+    def grab_panes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copy what the panes display: ``(raw_rgba, denoised_rgba)``, ``(H, W, 4)`` uint8."""
+        return self.raw_pane.rgba().copy(), self.denoised_pane.rgba().copy()
+
+    def status_text(self) -> str:
+        """Return the status bar's text."""
+        return self.status_label.text()
+
+    def banner_text(self) -> str | None:
+        """Return the error banner's text, None while it is hidden."""
+        return None if self.banner.isHidden() else self.banner.text()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _render(self) -> None:
+        raw_rgba, den_rgba = render_panes(self.state)
+        self.raw_pane.set_image(raw_rgba)
+        self.denoised_pane.set_image(den_rgba)
+        self._sync_controls()
+
+    def _sync_controls(self) -> None:
+        """Show the state in the controls (auto limits too), without re-entering it."""
+        s = self.state
+        manual = s.contrast == "manual"
+        raw_lim = s.manual_raw if manual else s.limits_raw
+        den_lim = (s.manual_raw if s.linked else s.manual_denoised) if manual else s.limits_denoised
+        widgets = (self.contrast_combo, self.link_contrast, self.raw_min, self.raw_max)
+        widgets += (self.den_min, self.den_max)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.contrast_combo.setCurrentText(s.contrast)
+            self.link_contrast.setChecked(s.linked)
+            for spin, value in zip(
+                (self.raw_min, self.raw_max, self.den_min, self.den_max),
+                (*(raw_lim or (0.0, 0.0)), *(den_lim or (0.0, 0.0))),
+                strict=True,
+            ):
+                spin.setValue(value)
+            for spin in (self.raw_min, self.raw_max):
+                spin.setEnabled(manual)
+            for spin in (self.den_min, self.den_max):
+                spin.setEnabled(manual and not s.linked)
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+
+    def _on_contrast(self, *_: object) -> None:
+        self.set_contrast(self.contrast_combo.currentText(), linked=self.link_contrast.isChecked())
+
+    def _on_manual_limits(self, *_: object) -> None:
+        self.set_contrast(
+            "manual",
+            raw_limits=(self.raw_min.value(), self.raw_max.value()),
+            denoised_limits=(self.den_min.value(), self.den_max.value()),
+        )
+
+    def _follow_view(self, other: ImagePane, view: tuple[float, ...]) -> None:
+        if self.link_views:
+            other.set_view(*view)
+
+    def _on_hover(self, row: int, col: int) -> None:
+        value = self.readout(row, col) if row >= 0 else None
+        self.readout_label.setText(value.text() if value is not None else " ")
+
+    def _show_status(self, now: float | None = None) -> None:
+        s = self.state
+        line = status_line(
+            s.stats, s.provenance, renderer=RENDERER, frame=s.frame, age_s=s.age_s(now)
+        )
+        notices = self.health.notices(s.stats, now)
+        self._show_notices(line, notices)
+
+    def _show_notices(self, line: str, notices: list[Notice]) -> None:
+        errors = [n.text for n in notices if n.level == "error"]
+        warnings = [n.text for n in notices if n.level == "warning"]
+        if warnings:
+            line = " · ".join([*warnings, line])
+        self.status_label.setText(line)
+        self.status_label.setStyleSheet(_WARNING_STYLE if warnings else "")
+        if errors:
+            self.banner.setText("\n".join(errors))
+            self.banner.show()
+        else:
+            self.banner.hide()
+
+    def _on_timer(self) -> None:
+        # A poll that raises would raise again every 100 ms: stop and say so, loudly.
+        try:
+            self.refresh()
+        except Exception as exc:
+            self._timer.stop()
+            self.banner.setText(f"The preview stopped: {type(exc).__name__}: {exc}")
+            self.banner.show()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Stop polling and let go of the handler's signals; the run goes on."""
+        self._timer.stop()
+        self._disconnect()
+        super().closeEvent(event)
+
+
+def _spin() -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(-1e9, 1e9)
+    spin.setDecimals(1)
+    spin.setKeyboardTracking(False)  # a value typed digit by digit is one change
+    return spin
