@@ -63,11 +63,8 @@ def test_age_is_latency_plus_time_since_seen_or_since_arrival():
     state.take(_pair(), now=10.0)
     assert state.age_s(now=10.5) == pytest.approx(0.52)
 
-    @dataclass(frozen=True)
-    class TimedPair(LatestPair):
-        t_arrival: float = 0.0
-
-    state.take(TimedPair(**{**_pair(7).__dict__, "t_arrival": 9.0}), now=10.0)
+    # A pair that says when its frame arrived (LatestPair.arrived) is aged from then.
+    state.take(replace(_pair(7), arrived=9.0), now=10.0)
     assert state.age_s(now=10.5) == pytest.approx(1.5)
 
 

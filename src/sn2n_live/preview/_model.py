@@ -154,7 +154,7 @@ class PreviewState:
     stats: LiveStats | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
     camera: CameraCalibration | None = None
-    # When the pair shown was first seen here (monotonic s) and where its age came from.
+    # When the pair shown was first seen here (perf_counter s) and where its age came from.
     _seen_at: float | None = None
     _arrival: float | None = None
 
@@ -170,14 +170,14 @@ class PreviewState:
         same = self.frame == pair.frame and self.raw is pair.raw
         if same:
             return False
-        now = time.monotonic() if now is None else now
+        now = time.perf_counter() if now is None else now
         self.raw, self.denoised = pair.raw, pair.denoised
         # LatestPair has no risk map yet; a pair that carries one is shown with it.
         self.risk = getattr(pair, "risk", None)
         self.frame, self.index = pair.frame, dict(pair.index)
         self.latency_ms, self.data_check = pair.latency_ms, pair.data_check
         self._seen_at = now
-        self._arrival = getattr(pair, "t_arrival", None)
+        self._arrival = getattr(pair, "arrived", None)
         return True
 
     def clear(self) -> None:
@@ -190,12 +190,12 @@ class PreviewState:
     def age_s(self, now: float | None = None) -> float | None:
         """Tell how old the frame shown is, in seconds.
 
-        Since its arrival if the pair says when (``t_arrival``, monotonic), else its
+        Since its arrival if the pair says when (``LatestPair.arrived``, perf_counter), else its
         latency plus the time since it was taken.
         """
         if self.frame is None:
             return None
-        now = time.monotonic() if now is None else now
+        now = time.perf_counter() if now is None else now
         if self._arrival is not None:
             return max(0.0, now - self._arrival)
         seen = now - self._seen_at if self._seen_at is not None else 0.0
@@ -255,7 +255,7 @@ class RunHealth:
 
     def update(self, stats: LiveStats, now: float | None = None) -> None:
         """Take one statistics snapshot."""
-        now = time.monotonic() if now is None else now
+        now = time.perf_counter() if now is None else now
         self._behind.append((now, stats.frames_behind))
         while self._behind and self._behind[0][0] < now - 2 * self.window_s:
             self._behind.popleft()
@@ -267,7 +267,7 @@ class RunHealth:
         """Whether frames-behind's floor rose from one window to the next."""
         if not self._behind:
             return False
-        now = time.monotonic() if now is None else now
+        now = time.perf_counter() if now is None else now
         start = now - self.window_s
         recent = [b for t, b in self._behind if t >= start]
         before = [b for t, b in self._behind if t < start]
@@ -278,7 +278,7 @@ class RunHealth:
 
     def notices(self, stats: LiveStats | None, now: float | None = None) -> list[Notice]:
         """List what to say now, errors first."""
-        now = time.monotonic() if now is None else now
+        now = time.perf_counter() if now is None else now
         out: list[Notice] = []
         if self.raw_failure is not None:
             out.append(Notice("error", f"RAW FRAMES ARE NOT BEING SAVED: {self.raw_failure}"))

@@ -261,7 +261,7 @@ class DenoisePreviewWidget(QWidget):
 
         Also usable without a handler (replays, tests). Renders only when the pair is new.
         """
-        now = time.monotonic()
+        now = time.perf_counter()
         if stats is not None:
             self.state.stats = stats
             self.health.update(stats, now)
