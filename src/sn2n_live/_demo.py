@@ -10,7 +10,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +24,14 @@ from rich.table import Table
 from sn2n_live.acquisition import RunSummary, acquire_live, acquire_pilot, build_profile_denoiser
 from sn2n_live.io import read_frames
 from sn2n_live.method import (
+    ModelPackage,
     TrainingConfig,
     TrainingProgress,
     initial_package,
     save_package,
     train,
 )
-from sn2n_live.profiles import load_profile
+from sn2n_live.profiles import Profile, load_profile
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -83,13 +84,46 @@ def run_demo(
     prof = load_profile(profile)
     seconds: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    pilot = acquire_pilot(prof, out / "pilot.ome.tiff", overwrite=True)
-    seconds["pilot"] = time.perf_counter() - t0
+    with _timed(seconds, "pilot"):
+        pilot = acquire_pilot(prof, out / "pilot.ome.tiff", overwrite=True)
     frames = read_frames(pilot)
     console.print(f"[bold]1/3[/] pilot: {len(frames)} low-light frames -> {pilot}")
 
+    with _timed(seconds, "train"):
+        package = _train_lite(prof, frames, train_minutes, training_bar)
+        model = save_package(package, out / "model.sn2n")
+    console.print(
+        f"[bold]2/3[/] trained lite model from {prof.training.init} "
+        f"({package.resolved_mode} normalization, "
+        f"{package.training['epochs_run']} epochs) -> {model}"
+    )
+
+    run_dir = out / "run"
+    with _timed(seconds, "live"):
+        summary = _live_run(prof, package, run_dir, timepoints)
+    console.print(f"[bold]3/3[/] live SIM time-lapse -> {run_dir}")
+
+    set_size = prof.sim.set_size if prof.sim else 1
+    figure = save_side_by_side(run_dir, out / "side_by_side.png", set_size=set_size)
+    _print_summary(console, summary, seconds, figure)
+    return DemoResult(pilot, model, run_dir, figure, summary, seconds)
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Record in ``seconds[step]`` how long the block took."""
     t0 = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - t0
+
+
+def _train_lite(
+    prof: Profile,
+    frames: np.ndarray,
+    train_minutes: float,
+    training_bar: Callable[[], AbstractContextManager[Callable[[TrainingProgress], None] | None]],
+) -> ModelPackage:
+    """Train the `lite` model on the pilot frames, from the profile's initial weights."""
     config = TrainingConfig(
         preset="lite",
         policy="dataset",
@@ -100,35 +134,22 @@ def run_demo(
         seed=0,
     )
     with training_bar() as progress:
-        package = train(
+        return train(
             frames,
             config,
             progress=progress,
             camera_offset_adu=_camera_offset(prof),
             init=initial_package(prof.training.init),
         )
-    model = save_package(package, out / "model.sn2n")
-    seconds["train"] = time.perf_counter() - t0
-    console.print(
-        f"[bold]2/3[/] trained lite model from {prof.training.init} "
-        f"({package.resolved_mode} normalization, "
-        f"{package.training['epochs_run']} epochs) -> {model}"
-    )
 
-    t0 = time.perf_counter()
+
+def _live_run(prof: Profile, package: ModelPackage, run_dir: Path, timepoints: int) -> RunSummary:
+    """Acquire and denoise the live time-lapse into ``run_dir`` (replacing an earlier run)."""
     # A factory, so that the denoiser can be built in the denoise process.
     denoiser = functools.partial(build_profile_denoiser, prof, package)
-    run_dir = out / "run"
     if run_dir.exists():
         _remove_run(run_dir)
-    summary = acquire_live(prof, denoiser=denoiser, out_dir=run_dir, timepoints=timepoints)
-    seconds["live"] = time.perf_counter() - t0
-    console.print(f"[bold]3/3[/] live SIM time-lapse -> {run_dir}")
-
-    set_size = prof.sim.set_size if prof.sim else 1
-    figure = save_side_by_side(run_dir, out / "side_by_side.png", set_size=set_size)
-    _print_summary(console, summary, seconds, figure)
-    return DemoResult(pilot, model, run_dir, figure, summary, seconds)
+    return acquire_live(prof, denoiser=denoiser, out_dir=run_dir, timepoints=timepoints)
 
 
 def _camera_offset(profile: Any) -> float | None:

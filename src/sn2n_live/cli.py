@@ -30,7 +30,16 @@ from sn2n_live.config import (
 )
 
 if TYPE_CHECKING:
-    from sn2n_live.method import TrainingProgress
+    from rich.progress import Progress as ProgressDisplay
+
+    from sn2n_live.io import ImageStack, StackWriter
+    from sn2n_live.method import (
+        Denoiser,
+        ModelPackage,
+        PhotometryWatch,
+        TrainingConfig,
+        TrainingProgress,
+    )
 
 app = typer.Typer(
     name="sn2n-live",
@@ -285,29 +294,18 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package.")] = False,
 ) -> None:
     """Train an Adaptive-SN2N model on pilot low-light frames."""
-    from sn2n_live._outputs import check_output, check_writable_dir
-
     # Before the training budget is spent, not after it.
-    check_output(out, overwrite=overwrite, overwrite_hint="--overwrite", what="model package")
-    if checkpoint is not None:
-        check_writable_dir(checkpoint.expanduser().absolute().parent, what="checkpoint")
+    _check_training_outputs(out, checkpoint, overwrite=overwrite)
 
     from sn2n_live.io import read_frames
-    from sn2n_live.method import TrainingConfig, initial_package, save_package
+    from sn2n_live.method import initial_package, save_package
     from sn2n_live.method import train as train_model
 
     if profile is not None:
-        from sn2n_live.profiles import load_profile
-
-        settings = load_profile(profile).training
-        init = init if init is not None else str(settings.init)
-        max_minutes = max_minutes if max_minutes is not None else settings.max_minutes
+        init, max_minutes = _profile_training(profile, init, max_minutes)
     start_from = initial_package(init or TrainingInit.SCRATCH)
     frames = read_frames(pilot)
-    # Only settings the user gave override the recipe's defaults.
-    given = {"batch_size": batch_size, "consistency_weight": consistency_weight}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    config = TrainingConfig(
+    config = _training_config(
         recipe=recipe,
         preset=preset,
         policy=normalization,
@@ -316,7 +314,8 @@ def train(
         max_minutes=max_minutes,
         device=device,
         seed=seed,
-        **overrides,
+        batch_size=batch_size,
+        consistency_weight=consistency_weight,
     )
     console.print(f"Training on {len(frames)} frames of {frames.shape[1]}x{frames.shape[2]}")
     with TrainingBar() as bar:
@@ -329,7 +328,43 @@ def train(
             progress=bar,
             init=start_from,
         )
-    path = save_package(package, out)
+    _report_trained(save_package(package, out), package, config)
+
+
+def _check_training_outputs(out: Path, checkpoint: Path | None, *, overwrite: bool) -> None:
+    """Refuse an existing package (without ``--overwrite``) or an unwritable checkpoint."""
+    from sn2n_live._outputs import check_output, check_writable_dir
+
+    check_output(out, overwrite=overwrite, overwrite_hint="--overwrite", what="model package")
+    if checkpoint is not None:
+        check_writable_dir(checkpoint.expanduser().absolute().parent, what="checkpoint")
+
+
+def _profile_training(
+    profile: str, init: str | None, max_minutes: float | None
+) -> tuple[str, float | None]:
+    """Return ``init`` and ``max_minutes``, the profile's ``[training]`` where not given."""
+    from sn2n_live.profiles import load_profile
+
+    settings = load_profile(profile).training
+    init = init if init is not None else str(settings.init)
+    max_minutes = max_minutes if max_minutes is not None else settings.max_minutes
+    return init, max_minutes
+
+
+def _training_config(
+    *, batch_size: int | None, consistency_weight: float | None, **settings: Any
+) -> TrainingConfig:
+    """Build the run's settings; only the optional ones the user gave override the recipe."""
+    from sn2n_live.method import TrainingConfig
+
+    given = {"batch_size": batch_size, "consistency_weight": consistency_weight}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    return TrainingConfig(**settings, **overrides)
+
+
+def _report_trained(path: Path, package: ModelPackage, config: TrainingConfig) -> None:
+    """Print where the package went, how the run ended, and its notes as warnings."""
     stats = package.training
     console.print(
         f"[green]Saved[/] {path}  (mode {package.resolved_mode}, epochs completed "
@@ -375,16 +410,13 @@ def denoise(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Denoise a stack frame by frame, writing float32 (or uint16) plus provenance."""
-    from sn2n_live._outputs import check_output
     from sn2n_live.engine import build_denoiser
-    from sn2n_live.io import StackWriter, open_stack
+    from sn2n_live.io import open_stack
     from sn2n_live.method import PhotometryWatch, load_package
 
     risk_out = _risk_path(out) if risk else None
     # Every output is checked before the first frame is denoised.
-    for path, what in ((out, "output"), (risk_out, "risk map")):
-        if path is not None:
-            check_output(path, overwrite=overwrite, overwrite_hint="--overwrite", what=what)
+    _check_denoise_outputs(out, risk_out, overwrite=overwrite)
     package = load_package(model)
     stack = open_stack(input)
     denoiser = build_denoiser(
@@ -394,57 +426,89 @@ def denoise(
         batch_size=batch_size,
     )
     provenance = {**denoiser.provenance, "source": str(input), "model": str(model)}
-    frames_per_chunk = 9
-    fractions: list[float] = []
     watch = PhotometryWatch(package.training.get("photometry"))
-    done = 0
     with contextlib.ExitStack() as outputs:
-        writer = outputs.enter_context(
-            StackWriter(
-                out,
-                shape=stack.shape,
-                axes=stack.axes,
-                dtype=dtype,
-                provenance=provenance,
-                overwrite=overwrite,
-            )
-        )
+        writer = outputs.enter_context(_stack_writer(out, stack, dtype, provenance, overwrite))
         risk_writer = None
         if risk_out is not None:
+            risk_provenance = {**provenance, "content": "hallucination risk, 0..1"}
             risk_writer = outputs.enter_context(
-                StackWriter(
-                    risk_out,
-                    shape=stack.shape,
-                    axes=stack.axes,
-                    dtype="float32",
-                    provenance={**provenance, "content": "hallucination risk, 0..1"},
-                    overwrite=overwrite,
-                )
+                _stack_writer(risk_out, stack, "float32", risk_provenance, overwrite)
             )
         progress = outputs.enter_context(_progress())
-        task = progress.add_task("denoising", total=stack.n_frames)
-        for chunk in stack.iter_chunks(frames_per_chunk):
-            if risk_writer is None:
-                writer.write(denoiser.denoise(chunk))
-            else:
-                result = denoiser.denoise(chunk, risk=True)
-                writer.write(result.image)
-                risk_writer.write(result.risk)
-                fractions.extend(result.risk_fraction.reshape(-1).tolist())
-            # After denoising, which rejects unusable frames with its own clear error.
-            flat = chunk.reshape(-1, *chunk.shape[-2:])
-            watch.check(flat, list(range(done, done + len(flat))))
-            done += len(flat)
-            progress.advance(task, len(chunk))
+        fractions = _denoise_stack(stack, denoiser, writer, risk_writer, watch, progress)
     console.print(f"[green]Wrote[/] {out}  ({stack.n_frames} frames, {dtype})")
     for note in watch.notes():
         console.print(f"[yellow]warning:[/] {escape(note)}")
     if risk_out is not None:
-        worst = int(np.argmax(fractions))
-        console.print(
-            f"[green]Wrote[/] {risk_out}  (risk fraction: mean {np.mean(fractions):.2%}, "
-            f"highest {fractions[worst]:.2%} in frame {worst})"
-        )
+        _report_risk(risk_out, fractions)
+
+
+def _check_denoise_outputs(out: Path, risk_out: Path | None, *, overwrite: bool) -> None:
+    """Refuse existing outputs (without ``--overwrite``) or ones that cannot be written."""
+    from sn2n_live._outputs import check_output
+
+    for path, what in ((out, "output"), (risk_out, "risk map")):
+        if path is not None:
+            check_output(path, overwrite=overwrite, overwrite_hint="--overwrite", what=what)
+
+
+def _stack_writer(
+    path: Path,
+    stack: ImageStack,
+    dtype: DenoisedDtype,
+    provenance: dict[str, Any],
+    overwrite: bool,
+) -> StackWriter:
+    """Open a writer of a stack shaped and labelled like ``stack``."""
+    from sn2n_live.io import StackWriter
+
+    return StackWriter(
+        path,
+        shape=stack.shape,
+        axes=stack.axes,
+        dtype=dtype,
+        provenance=provenance,
+        overwrite=overwrite,
+    )
+
+
+def _denoise_stack(
+    stack: ImageStack,
+    denoiser: Denoiser,
+    writer: StackWriter,
+    risk_writer: StackWriter | None,
+    watch: PhotometryWatch,
+    progress: ProgressDisplay,
+) -> list[float]:
+    """Denoise ``stack`` chunk by chunk into the writers; return the frames' risk fractions."""
+    frames_per_chunk = 9
+    fractions: list[float] = []
+    done = 0
+    task = progress.add_task("denoising", total=stack.n_frames)
+    for chunk in stack.iter_chunks(frames_per_chunk):
+        if risk_writer is None:
+            writer.write(denoiser.denoise(chunk))
+        else:
+            result = denoiser.denoise(chunk, risk=True)
+            writer.write(result.image)
+            risk_writer.write(result.risk)
+            fractions.extend(result.risk_fraction.reshape(-1).tolist())
+        # After denoising, which rejects unusable frames with its own clear error.
+        flat = chunk.reshape(-1, *chunk.shape[-2:])
+        watch.check(flat, list(range(done, done + len(flat))))
+        done += len(flat)
+        progress.advance(task, len(chunk))
+    return fractions
+
+
+def _report_risk(risk_out: Path, fractions: list[float]) -> None:
+    """Print where the risk map went, with the mean and the worst frame's risk fraction."""
+    worst = int(np.argmax(fractions))
+    console.print(
+        f"[green]Wrote[/] {risk_out}  (risk fraction: mean {np.mean(fractions):.2%}, "
+        f"highest {fractions[worst]:.2%} in frame {worst})"
+    )
 
 
 def _risk_path(out: Path) -> Path:

@@ -43,6 +43,67 @@ def onnxruntime_cuda_unavailable_reason() -> str | None:
     return cuda_unavailable_reason()
 
 
+def _onnx_bytes(model: ModelPackage | str | os.PathLike[str] | bytes) -> bytes:
+    """Return the ONNX graph: a package's export, the bytes given, or a file's content."""
+    if isinstance(model, ModelPackage):
+        return export_onnx_bytes(model)
+    if isinstance(model, bytes):
+        return model
+    with open(os.fspath(model), "rb") as handle:
+        return handle.read()
+
+
+def _wanted_providers(providers: Sequence[str] | Literal["auto"]) -> list[str]:
+    """Return the requested providers but the CPU one; refuse any this build or host lacks."""
+    if providers == "auto":
+        return [_CUDA] if onnxruntime_cuda_unavailable_reason() is None else []
+    available = ort.get_available_providers()
+    wanted = [p for p in providers if p != _CPU]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise BackendUnavailable(
+            f"onnxruntime {ort.__version__}: {', '.join(missing)} not available "
+            f"(available: {', '.join(available)})"
+        )
+    if any(p in _GPU_PROVIDERS for p in wanted):
+        reason = cuda_unavailable_reason()
+        if reason:
+            raise BackendUnavailable(f"onnxruntime GPU providers: {reason}")
+    return wanted
+
+
+def _provider_list(wanted: list[str], device_id: int) -> list[str | tuple[str, dict[str, str]]]:
+    """Return the session's providers: GPU ones on ``device_id``, the CPU one last."""
+    gpu_options = {"device_id": str(device_id)}
+    provider_list: list[str | tuple[str, dict[str, str]]] = [
+        (p, gpu_options) if p in _GPU_PROVIDERS else p for p in wanted
+    ]
+    provider_list.append(_CPU)
+    return provider_list
+
+
+def _thread_count(intra_op_threads: int | None) -> int:
+    """Return the threads per operator: as given, else torch's (one budget for both)."""
+    threads = torch.get_num_threads() if intra_op_threads is None else intra_op_threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"intra_op_threads must be a positive int; got {intra_op_threads!r}.")
+    return threads
+
+
+def _session_options(threads: int, *, allow_spinning: bool) -> ort.SessionOptions:
+    """Return sequential, fully optimized session options that log errors only."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
+    )
+    options.log_severity_level = 3  # errors only: provider-assignment notes are noise
+    return options
+
+
 class OnnxRuntimeEngine:
     """Run the exported U-Net with ONNX Runtime.
 
@@ -98,48 +159,13 @@ class OnnxRuntimeEngine:
         allow_spinning: bool = False,
         device_id: int = 0,
     ):
-        if isinstance(model, ModelPackage):
-            data = export_onnx_bytes(model)
-        elif isinstance(model, bytes):
-            data = model
-        else:
-            with open(os.fspath(model), "rb") as handle:
-                data = handle.read()
+        data = _onnx_bytes(model)
         info = read_onnx_info(data)
         self.model_sha256 = info.model_sha256
         self.multiple = info.spatial_multiple or 1
-
-        available = ort.get_available_providers()
-        if providers == "auto":
-            wanted = [_CUDA] if onnxruntime_cuda_unavailable_reason() is None else []
-        else:
-            wanted = [p for p in providers if p != _CPU]
-            missing = [p for p in wanted if p not in available]
-            if missing:
-                raise BackendUnavailable(
-                    f"onnxruntime {ort.__version__}: {', '.join(missing)} not available "
-                    f"(available: {', '.join(available)})"
-                )
-            if any(p in _GPU_PROVIDERS for p in wanted):
-                reason = cuda_unavailable_reason()
-                if reason:
-                    raise BackendUnavailable(f"onnxruntime GPU providers: {reason}")
-        gpu_options = {"device_id": str(device_id)}
-        provider_list = [(p, gpu_options) if p in _GPU_PROVIDERS else p for p in wanted]
-        provider_list.append(_CPU)
-
-        threads = torch.get_num_threads() if intra_op_threads is None else intra_op_threads
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"intra_op_threads must be a positive int; got {intra_op_threads!r}.")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
-        )
-        options.log_severity_level = 3  # errors only: provider-assignment notes are noise
+        provider_list = _provider_list(_wanted_providers(providers), device_id)
+        threads = _thread_count(intra_op_threads)
+        options = _session_options(threads, allow_spinning=allow_spinning)
         self._session = ort.InferenceSession(data, options, providers=provider_list)
         self.providers: list[str] = self._session.get_providers()
         first = self.providers[0]

@@ -14,9 +14,11 @@ the plan-cache logic it relies on is tested without TensorRT.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -144,6 +146,37 @@ def _build_plan(
     return bytes(serialized)
 
 
+def _cuda_device(device: torch.device | str) -> torch.device:
+    """Return the CUDA device to run on, with its index; refuse other devices or no CUDA."""
+    reason = cuda_unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"tensorrt: {reason}")
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"TensorRTEngine runs on a CUDA device; got device={device}.")
+    return torch.device(
+        "cuda", torch.cuda.current_device() if device.index is None else device.index
+    )
+
+
+def _onnx_and_shapes(
+    model: ModelPackage | str | os.PathLike[str], input_shapes: InputShapes | None
+) -> tuple[bytes, InputShapes]:
+    """Return the ONNX graph to build from and the profile shapes (default: package tiles)."""
+    if isinstance(model, ModelPackage):
+        onnx_bytes = export_onnx_bytes(model)
+        if input_shapes is None:
+            input_shapes = InputShapes.for_tiles(model.patch_size, DEFAULT_BATCH)
+        return onnx_bytes, input_shapes
+    onnx_bytes = Path(model).read_bytes()
+    if input_shapes is None:
+        raise ValueError(
+            "TensorRTEngine: pass input_shapes when building from an ONNX file, e.g. "
+            "InputShapes.for_tiles(tile, batch_size)."
+        )
+    return onnx_bytes, input_shapes
+
+
 class TensorRTEngine:
     """Run the U-Net as a TensorRT engine built from its ONNX export.
 
@@ -199,66 +232,59 @@ class TensorRTEngine:
     ):
         self.precision: Precision = check_precision(precision)
         trt = import_tensorrt()
-        reason = cuda_unavailable_reason()
-        if reason:
-            raise BackendUnavailable(f"tensorrt: {reason}")
-        device = torch.device(device)
-        if device.type != "cuda":
-            raise ValueError(f"TensorRTEngine runs on a CUDA device; got device={device}.")
-        self.device = torch.device(
-            "cuda", torch.cuda.current_device() if device.index is None else device.index
-        )
-        if isinstance(model, ModelPackage):
-            onnx_bytes = export_onnx_bytes(model)
-            if input_shapes is None:
-                input_shapes = InputShapes.for_tiles(model.patch_size, DEFAULT_BATCH)
-        else:
-            onnx_bytes = Path(model).read_bytes()
-            if input_shapes is None:
-                raise ValueError(
-                    "TensorRTEngine: pass input_shapes when building from an ONNX file, e.g. "
-                    "InputShapes.for_tiles(tile, batch_size)."
-                )
+        self.device = _cuda_device(device)
+        onnx_bytes, input_shapes = _onnx_and_shapes(model, input_shapes)
         info = read_onnx_info(onnx_bytes)
         self.multiple = info.spatial_multiple or 1
         input_shapes.check_multiple(self.multiple)
         self.input_shapes: InputShapes = input_shapes
-
-        graph_sha256 = sha256_bytes(onnx_bytes)
-        metadata = PlanMetadata(
-            model_sha256=info.model_sha256 or graph_sha256,
-            gpu_name=torch.cuda.get_device_name(self.device),
-            trt_version=trt.__version__,
-            shapes=input_shapes,
-            precision=precision,
-            graph_sha256=graph_sha256,
-        )
+        metadata = self._plan_metadata(trt, onnx_bytes, info.model_sha256)
         folder = cache_dir if cache_dir is not None else plan_cache_dir()
         self.plan_path = plan_path(metadata.key, folder)
         timing = _timing_cache_path(folder, metadata.gpu_name, metadata.trt_version)
         with torch.cuda.device(self.device):
             plan = None if rebuild else self._cached_plan(metadata)
-            self.plan_from_cache = plan is not None
             self._logger: Any = trt.Logger(trt.Logger.WARNING)
-            runtime = trt.Runtime(self._logger)
-            engine = runtime.deserialize_cuda_engine(plan) if plan is not None else None
-            if engine is None:
-                if plan is not None:
-                    log.info("cached plan %s did not deserialize; rebuilding", self.plan_path)
-                log.info("building TensorRT %s plan for %s", precision, input_shapes.as_lists())
-                plan = _build_plan(
-                    trt, onnx_bytes, input_shapes, precision, timing, workspace_bytes
-                )
-                write_plan(self.plan_path, plan, metadata)
-                self.plan_from_cache = False
-                engine = runtime.deserialize_cuda_engine(plan)
-                if engine is None:
-                    raise RuntimeError("TensorRT could not deserialize the plan it just built.")
-            self._runtime: Any = runtime
-            self._engine: Any = engine
-            self._context: Any = engine.create_execution_context()
+            self._runtime: Any = trt.Runtime(self._logger)
+            build = functools.partial(
+                _build_plan, trt, onnx_bytes, input_shapes, precision, timing, workspace_bytes
+            )
+            self._engine: Any = self._deserialize_or_build(plan, metadata, build)
+            self._context: Any = self._engine.create_execution_context()
             self._stream = torch.cuda.Stream(self.device)
         self._bound_shape: tuple[int, ...] | None = None
+
+    def _plan_metadata(
+        self, trt: ModuleType, onnx_bytes: bytes, model_sha256: str | None
+    ) -> PlanMetadata:
+        """Describe the plan to cache: weights, graph, GPU, TensorRT, shapes, precision."""
+        graph_sha256 = sha256_bytes(onnx_bytes)
+        return PlanMetadata(
+            model_sha256=model_sha256 or graph_sha256,
+            gpu_name=torch.cuda.get_device_name(self.device),
+            trt_version=trt.__version__,
+            shapes=self.input_shapes,
+            precision=self.precision,
+            graph_sha256=graph_sha256,
+        )
+
+    def _deserialize_or_build(
+        self, plan: bytes | None, metadata: PlanMetadata, build: Callable[[], bytes]
+    ) -> Any:
+        """Deserialize the cached plan, or build, cache and deserialize a new one."""
+        engine = self._runtime.deserialize_cuda_engine(plan) if plan is not None else None
+        self.plan_from_cache = engine is not None
+        if engine is not None:
+            return engine
+        if plan is not None:
+            log.info("cached plan %s did not deserialize; rebuilding", self.plan_path)
+        log.info("building TensorRT %s plan for %s", self.precision, self.input_shapes.as_lists())
+        plan = build()
+        write_plan(self.plan_path, plan, metadata)
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise RuntimeError("TensorRT could not deserialize the plan it just built.")
+        return engine
 
     def _cached_plan(self, metadata: PlanMetadata) -> bytes | None:
         try:

@@ -76,6 +76,62 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def _engine_device(
+    device: torch.device, precision: Precision, *, cuda_graphs: bool
+) -> torch.device:
+    """Return the device to run on (CUDA with its index); refuse what it cannot run."""
+    if device.type == "cuda":
+        return _cuda_device(device, precision)
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise ValueError(
+                "torch-cpu: fp16 is not supported on CPU (slow emulation); use 'bf16' "
+                "(autocast) or 'fp32'."
+            )
+        if cuda_graphs:
+            raise ValueError("torch-cpu: cuda_graphs=True needs a CUDA device.")
+        return device
+    raise ValueError(f"TorchEngine: device must be 'cpu' or 'cuda[:N]'; got {device}.")
+
+
+def _cuda_device(device: torch.device, precision: Precision) -> torch.device:
+    """Return ``device`` with its index; refuse it without CUDA, or bf16 without support."""
+    reason = cuda_unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"torch-cuda: {reason}")
+    device = torch.device(
+        "cuda", torch.cuda.current_device() if device.index is None else device.index
+    )
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise BackendUnavailable(
+            f"torch-cuda: {torch.cuda.get_device_name(device)} has no bf16 support; "
+            "use precision='fp16'."
+        )
+    return device
+
+
+def _inference_model(
+    package: ModelPackage,
+    device: torch.device,
+    weight_dtype: torch.dtype | None,
+    *,
+    channels_last: bool,
+    fold_bn: bool,
+) -> nn.Module:
+    """Build the package's network for inference: folded, on ``device``, cast, frozen."""
+    model = package.build_model("cpu").float().eval()
+    if fold_bn:
+        fold_batchnorm(model)
+    model = model.to(device)
+    if weight_dtype is not None:
+        model = model.to(weight_dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
 class TorchEngine:
     """Run the package's U-Net in torch.
 
@@ -128,49 +184,18 @@ class TorchEngine:
         fold_bn: bool = True,
     ):
         self.precision: Precision = check_precision(precision)
-        device = torch.device(device)
-        if device.type == "cuda":
-            reason = cuda_unavailable_reason()
-            if reason:
-                raise BackendUnavailable(f"torch-cuda: {reason}")
-            device = torch.device(
-                "cuda", torch.cuda.current_device() if device.index is None else device.index
-            )
-            if precision == "bf16" and not torch.cuda.is_bf16_supported():
-                raise BackendUnavailable(
-                    f"torch-cuda: {torch.cuda.get_device_name(device)} has no bf16 support; "
-                    "use precision='fp16'."
-                )
-        elif device.type == "cpu":
-            if precision == "fp16":
-                raise ValueError(
-                    "torch-cpu: fp16 is not supported on CPU (slow emulation); use 'bf16' "
-                    "(autocast) or 'fp32'."
-                )
-            if cuda_graphs:
-                raise ValueError("torch-cpu: cuda_graphs=True needs a CUDA device.")
-        else:
-            raise ValueError(f"TorchEngine: device must be 'cpu' or 'cuda[:N]'; got {device}.")
+        device = _engine_device(torch.device(device), precision, cuda_graphs=cuda_graphs)
         self.device = device
         self.name = f"torch-{device.type}"
         self.multiple = package.unet.multiple
         self.channels_last = bool(channels_last)
         self.cuda_graphs = bool(cuda_graphs)
-
-        model = package.build_model("cpu").float().eval()
-        if fold_bn:
-            fold_batchnorm(model)
-        model = model.to(device)
         # CUDA low precision: cast the weights once; CPU bf16 autocasts per op instead
         # (oneDNN keeps the numerically sensitive parts in fp32).
         self._weight_dtype = _DTYPES.get(precision) if device.type == "cuda" else None
-        if self._weight_dtype is not None:
-            model = model.to(self._weight_dtype)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        self.model = model
+        self.model = _inference_model(
+            package, device, self._weight_dtype, channels_last=self.channels_last, fold_bn=fold_bn
+        )
         self._autocast: Callable[[], contextlib.AbstractContextManager[object]] = (
             (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
             if device.type == "cpu" and precision == "bf16"

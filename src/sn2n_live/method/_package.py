@@ -193,6 +193,11 @@ class ModelPackage:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_parts()
+        self._check_choices()
+        self._check_numbers()
+
+    def _check_parts(self) -> None:
         if not isinstance(self.unet, UNetConfig):
             raise ValueError(f"ModelPackage.unet must be a UNetConfig; got {type(self.unet)}.")
         if not isinstance(self.thresholds, RiskThresholds):
@@ -203,6 +208,8 @@ class ModelPackage:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in self.state_dict.items()
         ):
             raise ValueError("ModelPackage.state_dict must map parameter names to tensors.")
+
+    def _check_choices(self) -> None:
         if self.policy not in _ALLOWED_MODES:
             raise ValueError(
                 f"ModelPackage.policy {self.policy!r} is not one of {tuple(_ALLOWED_MODES)}."
@@ -227,6 +234,8 @@ class ModelPackage:
             )
         if self.compensate and self.inference != "twins":
             raise ValueError("ModelPackage.compensate needs inference='twins'.")
+
+    def _check_numbers(self) -> None:
         multiple = self.unet.multiple
         if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int):
             raise ValueError(f"ModelPackage.patch_size must be an int; got {self.patch_size!r}.")
@@ -478,6 +487,16 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
         tag or a newer format_version, fails schema validation, has weights whose hash does
         not match the manifest (corrupt or tampered), or weights that do not fit the U-Net.
     """
+    target = _package_file(path)
+    raw_manifest, raw_weights = _read_members(target)
+    manifest = _parse_manifest(target, raw_manifest)
+    state_dict = _read_state_dict(target, raw_weights)
+    _verify_weights(target, manifest, state_dict)
+    return _package_from(target, manifest, state_dict)
+
+
+def _package_file(path: str | os.PathLike[str]) -> Path:
+    """Return the package's absolute path; refuse a missing file or a directory."""
     target = Path(path).expanduser().absolute()
     if not target.is_file():
         what = "is a directory" if target.is_dir() else "does not exist"
@@ -485,10 +504,13 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
             f"{target} {what}, so it is not a model package; train one with "
             f"`sn2n-live train PILOT.ome.tiff --out {target}`"
         )
-    raw_manifest, raw_weights = _read_members(target)
-    manifest = _parse_manifest(target, raw_manifest)
+    return target
+
+
+def _read_state_dict(target: Path, raw: bytes) -> dict[str, torch.Tensor]:
+    """Decode the weights member into CPU tensors; refuse anything but a state_dict."""
     try:
-        state_dict = torch.load(io.BytesIO(raw_weights), map_location="cpu", weights_only=True)
+        state_dict = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for undecodable archives
         raise ModelPackageError(
             f"{target}: {_WEIGHTS} cannot be read as a torch state_dict ({exc}); the package "
@@ -501,6 +523,11 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
             f"{target}: {_WEIGHTS} does not hold a state_dict (name -> tensor mapping); the "
             "package is corrupt. Re-export it from training."
         )
+    return state_dict
+
+
+def _verify_weights(target: Path, manifest: _Manifest, state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse weights whose hash differs from the manifest's or that do not fit its U-Net."""
     digest = _weights_sha256(state_dict)
     if digest != manifest.weights_sha256:
         raise ModelPackageError(
@@ -514,6 +541,12 @@ def load_package(path: str | os.PathLike[str]) -> ModelPackage:
             f"{target}: {_WEIGHTS} does not fit the U-Net in the manifest "
             f"{manifest.unet.model_dump()} ({mismatch}). Re-export the package from training."
         )
+
+
+def _package_from(
+    target: Path, manifest: _Manifest, state_dict: dict[str, torch.Tensor]
+) -> ModelPackage:
+    """Build the package from the manifest's settings; its own checks still apply."""
     norm = manifest.normalization
     try:
         return ModelPackage(

@@ -710,26 +710,56 @@ class _RunState:
     steps: int = 0  # optimizer steps taken, including those of a budget-cut last epoch
 
 
+@dataclass(frozen=True)
+class _Data:
+    """One run's twin pairs, split into training and validation, and what identifies them."""
+
+    pairs: TrainingPairs
+    train_a: torch.Tensor
+    train_b: torch.Tensor
+    val_a: torch.Tensor
+    val_b: torch.Tensor
+    data_hash: str
+    fingerprint: dict[str, str]
+    photometry: dict[str, Any]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_a.shape[0])
+
+    @property
+    def n_val(self) -> int:
+        return int(self.val_a.shape[0])
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The objects that, with a ``_RunState``, carry a run's trajectory (and its checkpoint)."""
+
+    model: UNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    generator: torch.Generator  # shuffling and augmentation
+    rng: np.random.Generator  # drew the validation split
+    device: torch.device
+    step_dtype: torch.dtype | None  # autocast of the training steps; None: float32
+
+
 def _save_checkpoint(
     path: Path,
     *,
     fingerprint: dict[str, str],
     run: _RunState,
-    model: UNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
-    generator: torch.Generator,
-    rng: np.random.Generator,
-    device: torch.device,
+    fit: _Fit,
 ) -> None:
     payload = {
         "format": _CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
         "epoch": run.epoch,
-        "model": _cpu_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "model": _cpu_state(fit.model),
+        "optimizer": fit.optimizer.state_dict(),
+        "scheduler": fit.scheduler.state_dict(),
         "best_state": run.best_state,
         "best_val": run.best_val,
         "best_epoch": run.best_epoch,
@@ -739,9 +769,9 @@ def _save_checkpoint(
         "history": {"train_loss": run.train_loss, "val_loss": run.val_loss, "lr": run.lr},
         "rng": {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "generator": generator.get_state(),
-            "numpy": rng.bit_generator.state,
+            "cuda": torch.cuda.get_rng_state(fit.device) if fit.device.type == "cuda" else None,
+            "generator": fit.generator.get_state(),
+            "numpy": fit.rng.bit_generator.state,
         },
     }
     path = Path(path)
@@ -850,6 +880,335 @@ def _seconds_left(
     return left if math.isfinite(left) else None
 
 
+def _checked_inputs(
+    frames: np.ndarray, config: TrainingConfig, *, check_signal: bool, init: ModelPackage | None
+) -> np.ndarray:
+    """Return the checked frames; refuse unusable frames or initial weights before any work."""
+    checked = _check_frames(frames, config)
+    if check_signal:
+        _check_signal(checked)
+    if init is not None:
+        _check_init(init, config)
+    return checked
+
+
+def _prepare_data(
+    checked: np.ndarray,
+    config: TrainingConfig,
+    init: ModelPackage | None,
+    rng: np.random.Generator,
+) -> _Data:
+    """Identify the frames, build their twin pairs and split them (seeded by ``rng``)."""
+    data_hash = data_sha256(checked)
+    photometry = photometry_record(checked)
+    pairs = _pairs_from_checked(checked, config)
+    train_idx, val_idx = _split(pairs.n_pairs, config, rng)
+    return _Data(
+        pairs=pairs,
+        train_a=pairs.a[train_idx],
+        train_b=pairs.b[train_idx],
+        val_a=pairs.a[val_idx],
+        val_b=pairs.b[val_idx],
+        data_hash=data_hash,
+        fingerprint=_fingerprint(data_hash, config, init),
+        photometry=photometry,
+    )
+
+
+def _build_fit(
+    config: TrainingConfig,
+    init: ModelPackage | None,
+    device: torch.device,
+    rng: np.random.Generator,
+) -> _Fit:
+    """Build the seeded network (or ``init``'s weights), Adam, its plateau schedule, generator."""
+    torch.manual_seed(config.seed)
+    model = UNet(config.unet_config)
+    if init is not None:
+        model.load_state_dict(init.state_dict)
+    model = model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.5, patience=max(2, config.patience // 2)
+    )
+    return _Fit(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=torch.Generator().manual_seed(config.seed),
+        rng=rng,
+        device=device,
+        step_dtype=_autocast_dtype(config.autocast, device),
+    )
+
+
+def _validate(fit: _Fit, data: _Data, config: TrainingConfig) -> float:
+    """Return the model's loss on the held-out pairs."""
+    return _validation_loss(
+        fit.model,
+        data.val_a,
+        data.val_b,
+        config.consistency_weight,
+        config.loss,
+        config.batch_size,
+        fit.device,
+    )
+
+
+def _start_run(
+    fit: _Fit,
+    data: _Data,
+    config: TrainingConfig,
+    init: ModelPackage | None,
+    resume_from: Path | None,
+) -> _RunState:
+    """Return the state to start from: a checkpoint's, or fresh (``init``'s loss the bar)."""
+    if resume_from is not None:
+        saved = _load_checkpoint(Path(resume_from), data.fingerprint, _resumable_fields(config))
+        return _restore_checkpoint(fit, saved)
+    run = _RunState()
+    if init is not None:
+        # Fine-tuning must never hand back something worse than where it started.
+        run.best_val = _validate(fit, data, config)
+        run.best_state = _cpu_state(fit.model)
+    return run
+
+
+def _restore_checkpoint(fit: _Fit, saved: dict[str, Any]) -> _RunState:
+    """Put a checkpoint's weights, optimizer, schedule and RNGs back; return its run state."""
+    fit.model.load_state_dict(saved["model"])
+    fit.optimizer.load_state_dict(saved["optimizer"])
+    fit.scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    if fit.device.type == "cuda" and saved["rng"]["cuda"] is not None:
+        torch.cuda.set_rng_state(saved["rng"]["cuda"], fit.device)
+    fit.generator.set_state(saved["rng"]["generator"])
+    # The numpy generator only draws the split today; restoring it keeps any later
+    # numpy draw on the uninterrupted trajectory too.
+    fit.rng.bit_generator.state = saved["rng"]["numpy"]
+    history = saved["history"]
+    return _RunState(
+        epoch=saved["epoch"],
+        best_state=saved["best_state"],
+        best_val=saved["best_val"],
+        best_epoch=saved["best_epoch"],
+        since_best=saved["since_best"],
+        seconds=saved["seconds"],
+        steps=saved["steps"],
+        train_loss=list(history["train_loss"]),
+        val_loss=list(history["val_loss"]),
+        lr=list(history["lr"]),
+    )
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """A run's step counts and time: the budget, and the step rate of this call."""
+
+    started: float  # when ``train`` was called (data preparation included)
+    steps_per_epoch: int
+    total_steps: int
+    budget_s: float | None
+    prior_seconds: float  # training seconds of a resumed checkpoint
+    steps_at_start: int  # optimizer steps taken when this call's stepping began
+    stepping_since: float
+
+    @classmethod
+    def start(cls, started: float, config: TrainingConfig, run: _RunState, n_train: int) -> _Clock:
+        steps_per_epoch = max(1, n_train // config.batch_size)
+        return cls(
+            started=started,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=config.epochs * steps_per_epoch,
+            budget_s=None if config.max_minutes is None else 60.0 * config.max_minutes,
+            prior_seconds=run.seconds,
+            steps_at_start=run.steps,
+            stepping_since=time.monotonic(),
+        )
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.budget_s is None else self.started + self.budget_s
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def run_seconds(self) -> float:
+        """Seconds of the whole run so far, a resumed checkpoint's included."""
+        return self.prior_seconds + time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class _Reporter:
+    """Sends ``TrainingProgress`` to the ``progress`` callback, if there is one."""
+
+    callback: Callable[[TrainingProgress], None] | None
+    epochs: int
+    clock: _Clock
+
+    def start(self, run: _RunState) -> None:
+        self._send(run, run.epoch, 0, None)
+
+    def step(self, run: _RunState, steps: int, loss_sum: torch.Tensor) -> None:
+        # Reading the loss syncs the GPU: only when it is shown.
+        if self.callback is not None:
+            self._send(run, run.epoch + 1, steps, float(loss_sum) / steps)
+
+    def validated(self, run: _RunState, steps: int) -> None:
+        self._send(run, run.epoch + 1, steps, run.train_loss[-1])
+
+    def _send(self, run: _RunState, epoch: int, steps: int, train_loss: float | None) -> None:
+        if self.callback is None:
+            return
+        clock, now = self.clock, time.monotonic()
+        self.callback(
+            TrainingProgress(
+                epoch=epoch,
+                epochs=self.epochs,
+                step=steps,
+                steps=clock.steps_per_epoch,
+                run_step=min(run.epoch, self.epochs) * clock.steps_per_epoch + steps,
+                run_steps=clock.total_steps,
+                train_loss=train_loss,
+                val_loss=run.val_loss[-1] if run.val_loss else None,
+                elapsed_s=now - clock.started,
+                remaining_s=_seconds_left(
+                    now - clock.stepping_since,
+                    run.steps - clock.steps_at_start,
+                    clock.total_steps - run.epoch * clock.steps_per_epoch - steps,
+                    None if clock.deadline is None else clock.deadline - now,
+                ),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class _EpochSteps:
+    """What one epoch's optimizer steps did."""
+
+    steps: int
+    batches: int
+    mean_loss: float
+    timed_out: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.steps == self.batches
+
+
+def _train_epochs(
+    fit: _Fit,
+    data: _Data,
+    config: TrainingConfig,
+    run: _RunState,
+    clock: _Clock,
+    report: _Reporter,
+    checkpoint_path: Path | None,
+) -> StopReason:
+    """Train epoch after epoch until the last, early stopping or the time budget; say which."""
+    report.start(run)
+    while run.epoch < config.epochs:
+        if run.since_best >= config.patience:
+            return "early_stopping"
+        epoch = _train_epoch(fit, data, config, run, clock, report)
+        _end_epoch(fit, data, config, run, epoch, report)
+        if epoch.complete:
+            run.epoch += 1
+            run.seconds = clock.run_seconds()
+            if checkpoint_path is not None:
+                # Only complete epochs: a budget-cut one is redone on resume.
+                _save_checkpoint(
+                    Path(checkpoint_path), fingerprint=data.fingerprint, run=run, fit=fit
+                )
+        if epoch.timed_out:
+            return "time_budget"
+    return "epochs"
+
+
+def _train_epoch(
+    fit: _Fit,
+    data: _Data,
+    config: TrainingConfig,
+    run: _RunState,
+    clock: _Clock,
+    report: _Reporter,
+) -> _EpochSteps:
+    """One shuffled pass of optimizer steps over the training pairs, cut at the deadline."""
+    fit.model.train()
+    batches = make_batches(data.n_train, config.batch_size, fit.generator)
+    loss_sum = torch.zeros((), device=fit.device)
+    steps = 0
+    timed_out = False
+    for idx in batches:
+        if config.schedule == "cosine":
+            _set_cosine_lr(fit.optimizer, config, clock, run.epoch * clock.steps_per_epoch + steps)
+        loss_sum += _train_step(fit, data.train_a[idx], data.train_b[idx], config)
+        steps += 1
+        run.steps += 1
+        report.step(run, steps, loss_sum)
+        if clock.past_deadline():
+            timed_out = True
+            break
+    return _EpochSteps(
+        steps=steps, batches=len(batches), mean_loss=float(loss_sum) / steps, timed_out=timed_out
+    )
+
+
+def _set_cosine_lr(
+    optimizer: torch.optim.Optimizer, config: TrainingConfig, clock: _Clock, run_step: int
+) -> None:
+    """Set the cosine schedule's rate at this step; its end is the last epoch or the budget."""
+    done = run_step / clock.total_steps
+    if clock.budget_s is not None:
+        done = max(done, (time.monotonic() - clock.started) / clock.budget_s)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * _cosine_factor(done)
+
+
+def _train_step(
+    fit: _Fit, a: torch.Tensor, b: torch.Tensor, config: TrainingConfig
+) -> torch.Tensor:
+    """One optimizer step on a randomly transformed batch of pairs; return its loss."""
+    a, b = random_dihedral(a.to(fit.device), b.to(fit.device), fit.generator)
+    loss = _sn2n_loss(fit.model, a, b, config.consistency_weight, config.loss, fit.step_dtype)
+    fit.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    fit.optimizer.step()
+    return loss.detach()
+
+
+def _end_epoch(
+    fit: _Fit,
+    data: _Data,
+    config: TrainingConfig,
+    run: _RunState,
+    epoch: _EpochSteps,
+    report: _Reporter,
+) -> None:
+    """Validate, record the epoch, step the plateau schedule and keep the best weights."""
+    val = _validate(fit, data, config)
+    run.train_loss.append(epoch.mean_loss)
+    run.val_loss.append(val)
+    run.lr.append(float(fit.optimizer.param_groups[0]["lr"]))
+    log.debug(
+        "epoch %d/%d: %d steps, train loss %.4g, val loss %.4g, lr %.3g",
+        run.epoch + 1,
+        config.epochs,
+        epoch.steps,
+        run.train_loss[-1],
+        val,
+        run.lr[-1],
+    )
+    report.validated(run, epoch.steps)
+    if config.schedule == "plateau":
+        fit.scheduler.step(val)
+    if val < run.best_val:
+        run.best_val, run.best_epoch, run.since_best = val, run.epoch + 1, 0
+        run.best_state = _cpu_state(fit.model)
+    else:
+        run.since_best += 1
+
+
 def train(
     frames: np.ndarray,
     config: TrainingConfig,
@@ -905,210 +1264,100 @@ def train(
         For unusable frames (wrong shape or dtype, NaN/inf, constant, no signal above the
         noise, smaller than the patch, fewer than two windows), an unavailable device, or
         a checkpoint that is unreadable or was written for other frames or settings.
+
+    Notes
+    -----
+    The steps: check the frames (and ``init``); build the twin pairs and split them; build
+    the seeded network and optimizer; start from the checkpoint, ``init`` or scratch; train
+    epoch after epoch (steps, validation, best weights, checkpoint) until the last epoch,
+    early stopping or the time budget; package the best weights.
     """
     started = time.monotonic()
-    checked = _check_frames(frames, config)
-    if check_signal:
-        _check_signal(checked)
-    if init is not None:
-        _check_init(init, config)
-    data_hash = data_sha256(checked)
-    photometry = photometry_record(checked)
-    fingerprint = _fingerprint(data_hash, config, init)
+    checked = _checked_inputs(frames, config, check_signal=check_signal, init=init)
     device = resolve_device(config.device)
-    pairs = _pairs_from_checked(checked, config)
-
     rng = np.random.default_rng(config.seed)
-    train_idx, val_idx = _split(pairs.n_pairs, config, rng)
-    train_a, train_b = pairs.a[train_idx], pairs.b[train_idx]
-    val_a, val_b = pairs.a[val_idx], pairs.b[val_idx]
-    n_train = train_a.shape[0]
-
-    torch.manual_seed(config.seed)
-    model = UNet(config.unet_config)
-    if init is not None:
-        model.load_state_dict(init.state_dict)
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=0.5, patience=max(2, config.patience // 2)
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    run = _RunState()
-
-    if resume_from is not None:
-        saved = _load_checkpoint(Path(resume_from), fingerprint, _resumable_fields(config))
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        history = saved["history"]
-        run = _RunState(
-            epoch=saved["epoch"],
-            best_state=saved["best_state"],
-            best_val=saved["best_val"],
-            best_epoch=saved["best_epoch"],
-            since_best=saved["since_best"],
-            seconds=saved["seconds"],
-            steps=saved["steps"],
-            train_loss=list(history["train_loss"]),
-            val_loss=list(history["val_loss"]),
-            lr=list(history["lr"]),
-        )
-        torch.set_rng_state(saved["rng"]["torch"])
-        if device.type == "cuda" and saved["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
-        generator.set_state(saved["rng"]["generator"])
-        # The numpy generator only draws the split today; restoring it keeps any later
-        # numpy draw on the uninterrupted trajectory too.
-        rng.bit_generator.state = saved["rng"]["numpy"]
-    elif init is not None:
-        # Fine-tuning must never hand back something worse than where it started.
-        run.best_val = _validation_loss(
-            model, val_a, val_b, config.consistency_weight, config.loss, config.batch_size, device
-        )
-        run.best_state = _cpu_state(model)
-
-    weight = config.consistency_weight
-    step_dtype = _autocast_dtype(config.autocast, device)
-    steps_per_epoch = max(1, n_train // config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    budget_s = None if config.max_minutes is None else 60.0 * config.max_minutes
-    deadline = None if budget_s is None else started + budget_s
-    prior_seconds = run.seconds
-    stopped: StopReason = "epochs"
-    steps_at_start, stepping_since = run.steps, time.monotonic()
-
-    def report(epoch: int, steps: int, train_loss: float | None) -> None:
-        assert progress is not None
-        now = time.monotonic()
-        progress(
-            TrainingProgress(
-                epoch=epoch,
-                epochs=config.epochs,
-                step=steps,
-                steps=steps_per_epoch,
-                run_step=min(run.epoch, config.epochs) * steps_per_epoch + steps,
-                run_steps=total_steps,
-                train_loss=train_loss,
-                val_loss=run.val_loss[-1] if run.val_loss else None,
-                elapsed_s=now - started,
-                remaining_s=_seconds_left(
-                    now - stepping_since,
-                    run.steps - steps_at_start,
-                    total_steps - run.epoch * steps_per_epoch - steps,
-                    None if deadline is None else deadline - now,
-                ),
-            )
-        )
-
-    if progress is not None:
-        report(run.epoch, 0, None)
-    while run.epoch < config.epochs:
-        if run.since_best >= config.patience:
-            stopped = "early_stopping"
-            break
-        model.train()
-        batches = make_batches(n_train, config.batch_size, generator)
-        loss_sum = torch.zeros((), device=device)
-        steps = 0
-        timed_out = False
-        for idx in batches:
-            if config.schedule == "cosine":
-                done = (run.epoch * steps_per_epoch + steps) / total_steps
-                if deadline is not None:
-                    done = max(done, (time.monotonic() - started) / budget_s)
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * _cosine_factor(done)
-            a, b = random_dihedral(train_a[idx].to(device), train_b[idx].to(device), generator)
-            loss = _sn2n_loss(model, a, b, weight, config.loss, step_dtype)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            steps += 1
-            run.steps += 1
-            if progress is not None:  # reading the loss syncs the GPU: only when it is shown
-                report(run.epoch + 1, steps, float(loss_sum) / steps)
-            if deadline is not None and time.monotonic() > deadline:
-                timed_out = True
-                break
-        val = _validation_loss(model, val_a, val_b, weight, config.loss, config.batch_size, device)
-        run.train_loss.append(float(loss_sum) / steps)
-        run.val_loss.append(val)
-        run.lr.append(float(optimizer.param_groups[0]["lr"]))
-        log.debug(
-            "epoch %d/%d: %d steps, train loss %.4g, val loss %.4g, lr %.3g",
-            run.epoch + 1,
-            config.epochs,
-            steps,
-            run.train_loss[-1],
-            val,
-            run.lr[-1],
-        )
-        if progress is not None:
-            report(run.epoch + 1, steps, run.train_loss[-1])
-        if config.schedule == "plateau":
-            scheduler.step(val)
-        if val < run.best_val:
-            run.best_val, run.best_epoch, run.since_best = val, run.epoch + 1, 0
-            run.best_state = _cpu_state(model)
-        else:
-            run.since_best += 1
-        complete = steps == len(batches)
-        if complete:
-            run.epoch += 1
-            run.seconds = prior_seconds + time.monotonic() - started
-            if checkpoint_path is not None:
-                _save_checkpoint(
-                    Path(checkpoint_path),
-                    fingerprint=fingerprint,
-                    run=run,
-                    model=model,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    generator=generator,
-                    rng=rng,
-                    device=device,
-                )
-        if timed_out:
-            stopped = "time_budget"
-            break
-
-    run.seconds = prior_seconds + time.monotonic() - started
+    data = _prepare_data(checked, config, init, rng)
+    fit = _build_fit(config, init, device, rng)
+    run = _start_run(fit, data, config, init, resume_from)
+    clock = _Clock.start(started, config, run, data.n_train)
+    report = _Reporter(progress, config.epochs, clock)
+    stopped = _train_epochs(fit, data, config, run, clock, report, checkpoint_path)
+    run.seconds = clock.run_seconds()
     return _build_package(
         config=config,
-        pairs=pairs,
+        data=data,
         run=run,
-        model=model,
+        fit=fit,
         stopped=stopped,
-        n_train=n_train,
-        n_val=int(val_a.shape[0]),
-        steps_per_epoch=steps_per_epoch,
-        data_hash=data_hash,
-        device=device,
+        steps_per_epoch=clock.steps_per_epoch,
         camera_offset_adu=camera_offset_adu,
         init=init,
-        photometry=photometry,
     )
 
 
 def _build_package(
     *,
     config: TrainingConfig,
-    pairs: TrainingPairs,
+    data: _Data,
     run: _RunState,
-    model: UNet,
+    fit: _Fit,
     stopped: StopReason,
-    n_train: int,
-    n_val: int,
     steps_per_epoch: int,
-    data_hash: str,
-    device: torch.device,
     camera_offset_adu: float | None,
     init: ModelPackage | None,
-    photometry: dict[str, Any],
 ) -> ModelPackage:
-    state = run.best_state if run.best_state is not None else _cpu_state(model)
+    """Package the best weights (the final ones if none validated) with the run's records."""
+    state = run.best_state if run.best_state is not None else _cpu_state(fit.model)
+    return ModelPackage(
+        unet=config.unet_config,
+        state_dict=state,
+        policy=config.policy,
+        resolved_mode=data.pairs.resolved_mode,
+        thresholds=config.thresholds,
+        upsample=config.upsample,
+        patch_size=config.patch,
+        camera_offset_adu=camera_offset_adu,
+        scale=config.scale,
+        inference=config.inference,
+        compensate=config.compensate,
+        training=_training_record(data, run, stopped, steps_per_epoch, init),
+        provenance=_provenance(config, data.data_hash, fit, init),
+    )
+
+
+def _training_record(
+    data: _Data,
+    run: _RunState,
+    stopped: StopReason,
+    steps_per_epoch: int,
+    init: ModelPackage | None,
+) -> dict[str, Any]:
+    """Return the package's ``training`` statistics: data sizes, history, outcome, notes."""
+    return {
+        "n_pairs_train": data.n_train,
+        "n_pairs_val": data.n_val,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_run": len(run.val_loss),
+        "epochs_completed": run.epoch,
+        "steps": run.steps,
+        "best_epoch": run.best_epoch,
+        "best_val_loss": run.best_val,
+        "stopped_reason": stopped,
+        "seconds": run.seconds,
+        "train_loss": list(run.train_loss),
+        "val_loss": list(run.val_loss),
+        "lr": list(run.lr),
+        "high_risk_fraction": data.pairs.high_risk_fraction,
+        "dataset_high_risk_fraction": data.pairs.dataset_high_risk_fraction,
+        "photometry": data.photometry,
+        "notes": _training_notes(run, stopped, steps_per_epoch, init),
+    }
+
+
+def _training_notes(
+    run: _RunState, stopped: StopReason, steps_per_epoch: int, init: ModelPackage | None
+) -> list[str]:
+    """Warnings for the user about how the run ended (a budget too short, init kept)."""
     notes = []
     if stopped == "time_budget" and run.epoch == 0 and run.steps:
         epoch_minutes = run.seconds / run.steps * steps_per_epoch / 60.0
@@ -1123,26 +1372,14 @@ def _build_package(
             "no epoch improved on the initial weights' validation loss on these frames; the "
             "package holds the initial weights unchanged"
         )
-    training = {
-        "n_pairs_train": n_train,
-        "n_pairs_val": n_val,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs_run": len(run.val_loss),
-        "epochs_completed": run.epoch,
-        "steps": run.steps,
-        "best_epoch": run.best_epoch,
-        "best_val_loss": run.best_val,
-        "stopped_reason": stopped,
-        "seconds": run.seconds,
-        "train_loss": list(run.train_loss),
-        "val_loss": list(run.val_loss),
-        "lr": list(run.lr),
-        "high_risk_fraction": pairs.high_risk_fraction,
-        "dataset_high_risk_fraction": pairs.dataset_high_risk_fraction,
-        "photometry": photometry,
-        "notes": notes,
-    }
-    provenance = {
+    return notes
+
+
+def _provenance(
+    config: TrainingConfig, data_hash: str, fit: _Fit, init: ModelPackage | None
+) -> dict[str, Any]:
+    """Return the package's ``provenance``: data, settings, versions, time, hardware, init."""
+    return {
         "data_sha256": data_hash,
         "seed": config.seed,
         "config": config.model_dump_json(),
@@ -1153,22 +1390,7 @@ def _build_package(
             "python": platform.python_version(),
         },
         "created": datetime.now(UTC).isoformat(),
-        "device": str(device),
-        "autocast": str(_autocast_dtype(config.autocast, device) or "off"),
+        "device": str(fit.device),
+        "autocast": str(fit.step_dtype or "off"),
         "init": None if init is None else _init_record(init),
     }
-    return ModelPackage(
-        unet=config.unet_config,
-        state_dict=state,
-        policy=config.policy,
-        resolved_mode=pairs.resolved_mode,
-        thresholds=config.thresholds,
-        upsample=config.upsample,
-        patch_size=config.patch,
-        camera_offset_adu=camera_offset_adu,
-        scale=config.scale,
-        inference=config.inference,
-        compensate=config.compensate,
-        training=training,
-        provenance=provenance,
-    )

@@ -155,16 +155,8 @@ def simulate_sim_frames(
     """
     shape = check_shape(shape)
     photons = check_float(photons, name="photons", minimum=0.0, strict=True)
-    if isinstance(n_timepoints, bool) or not isinstance(n_timepoints, int | np.integer):
-        raise ValueError(f"n_timepoints must be an integer >= 1; got {n_timepoints!r}")
-    if n_timepoints < 1:
-        raise ValueError(f"n_timepoints must be an integer >= 1; got {n_timepoints!r}")
-    if not isinstance(illumination, SIMIllumination):
-        raise ValueError(
-            f"illumination must be a SIMIllumination; got {type(illumination).__name__}"
-        )
-    if not isinstance(camera, CameraModel):
-        raise ValueError(f"camera must be a CameraModel; got {type(camera).__name__}")
+    _check_timepoints(n_timepoints)
+    _check_models(illumination, camera)
     frame_interval_s = check_float(frame_interval_s, name="frame_interval_s", minimum=0.0)
     seed = check_seed(seed)
 
@@ -183,18 +175,72 @@ def simulate_sim_frames(
     # the modulation depth.
     scale = photons / illumination.peak
     rng = np.random.default_rng(seed_sequence(seed, NOISE_STREAM))
+    raw, clean = _expose_series(
+        sample,
+        patterns,
+        camera,
+        rng,
+        scale=scale,
+        n_timepoints=int(n_timepoints),
+        frame_interval_s=frame_interval_s,
+    )
+    return _with_truth(raw, clean, sample, illumination, camera, scale=scale, photons=photons)
 
+
+def _check_timepoints(n_timepoints: int) -> None:
+    if isinstance(n_timepoints, bool) or not isinstance(n_timepoints, int | np.integer):
+        raise ValueError(f"n_timepoints must be an integer >= 1; got {n_timepoints!r}")
+    if n_timepoints < 1:
+        raise ValueError(f"n_timepoints must be an integer >= 1; got {n_timepoints!r}")
+
+
+def _check_models(illumination: object, camera: object) -> None:
+    if not isinstance(illumination, SIMIllumination):
+        raise ValueError(
+            f"illumination must be a SIMIllumination; got {type(illumination).__name__}"
+        )
+    if not isinstance(camera, CameraModel):
+        raise ValueError(f"camera must be a CameraModel; got {type(camera).__name__}")
+
+
+def _expose_series(
+    sample: SimulatedSample,
+    patterns: np.ndarray,
+    camera: CameraModel,
+    rng: np.random.Generator,
+    *,
+    scale: float,
+    n_timepoints: int,
+    frame_interval_s: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image the sample under every ``(A, P, H, W)`` pattern at every time point.
+
+    Returns the ``(T, A, P, H, W)`` uint16 raw frames and float32 clean (expected) ADU.
+    """
     n_angles, n_phases = patterns.shape[:2]
-    out_shape = (int(n_timepoints), n_angles, n_phases, *shape)
-    raw = np.empty(out_shape, dtype=np.uint16)
-    clean = np.empty(out_shape, dtype=np.float32)
-    for t in range(int(n_timepoints)):
+    raw = np.empty((n_timepoints, *patterns.shape), dtype=np.uint16)
+    clean = np.empty((n_timepoints, *patterns.shape), dtype=np.float32)
+    for t in range(n_timepoints):
         # One frame at a time keeps the float64 noise temporaries small on large fields.
         for a in range(n_angles):
             for p in range(n_phases):
                 expected = sample.image(t * frame_interval_s, patterns[a, p], scale=scale)
                 clean[t, a, p] = camera.expected_adu(expected)
                 raw[t, a, p] = camera.expose(expected, rng)
+    return raw, clean
+
+
+def _with_truth(
+    raw: np.ndarray,
+    clean: np.ndarray,
+    sample: SimulatedSample,
+    illumination: SIMIllumination,
+    camera: CameraModel,
+    *,
+    scale: float,
+    photons: float,
+) -> SimulatedFrames:
+    """Bundle the frames with the sample's truth and the patterns' parameters."""
     return SimulatedFrames(
         raw=raw,
         clean=clean,
