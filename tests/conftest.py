@@ -19,6 +19,26 @@ from pymmcore_plus import CMMCorePlus
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def package():
+    """A tiny random-init model package (depth 2, 4 channels): a real network, fast."""
+    from sn2n_live.method._package import ModelPackage
+    from sn2n_live.method._risk import RiskThresholds
+    from sn2n_live.method._unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    config = UNetConfig(depth=2, base_channels=4)
+    return ModelPackage(
+        unet=config,
+        state_dict=UNet(config).state_dict(),
+        policy="global",
+        resolved_mode="global",
+        thresholds=RiskThresholds(),
+        upsample="official",
+        patch_size=32,
+    )
+
+
 @pytest.fixture(params=["psygnal", "qt"])
 def core(request, monkeypatch):
     """DemoCamera core with frames of the test module's ``SIDE``, on both signal backends."""

@@ -13,29 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from _run_checks import assert_record_matches_stores
-from sn2n_live.method._package import ModelPackage, save_package
-from sn2n_live.method._risk import RiskThresholds
-from sn2n_live.method._unet import UNet, UNetConfig
+from sn2n_live.method._package import save_package
 
 TESTS = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = UNetConfig(depth=2, base_channels=4)
-    package = ModelPackage(
-        unet=config,
-        state_dict=UNet(config).state_dict(),
-        policy="global",
-        resolved_mode="global",
-        thresholds=RiskThresholds(),
-        upsample="official",
-        patch_size=32,
-    )
+def model_path(package, tmp_path_factory) -> Path:
     return save_package(package, tmp_path_factory.mktemp("model") / "tiny.sn2n")
 
 

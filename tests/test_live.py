@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 import useq
 import zarr
 
@@ -29,9 +28,7 @@ from sn2n_live.acquisition._batching import RAW_BACKLOG_HOLD
 from sn2n_live.acquisition._writers import RunWriter
 from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
-from sn2n_live.method._package import ModelPackage, save_package
-from sn2n_live.method._risk import RiskThresholds
-from sn2n_live.method._unet import UNet, UNetConfig
+from sn2n_live.method._package import save_package
 
 SIDE = 64
 SIM = SIMPlan(pattern_source="metadata")
@@ -60,21 +57,6 @@ class SlowDenoiser:
         time.sleep(self.delay_s * len(frames))
         self.done += len(frames)
         return self.inner.denoise(frames)
-
-
-@pytest.fixture(scope="module")
-def package() -> ModelPackage:
-    torch.manual_seed(0)
-    config = UNetConfig(depth=2, base_channels=4)
-    return ModelPackage(
-        unet=config,
-        state_dict=UNet(config).state_dict(),
-        policy="global",
-        resolved_mode="global",
-        thresholds=RiskThresholds(),
-        upsample="official",
-        patch_size=32,
-    )
 
 
 @pytest.fixture

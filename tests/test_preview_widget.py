@@ -14,7 +14,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 import useq
 import zarr
 
@@ -28,29 +27,12 @@ from qtpy.QtWidgets import QApplication
 from _run_checks import assert_record_matches_stores
 from sn2n_live.acquisition import LiveDenoiseHandler, live_denoise
 from sn2n_live.method._denoiser import Denoiser
-from sn2n_live.method._package import ModelPackage, save_package
-from sn2n_live.method._risk import RiskThresholds
-from sn2n_live.method._unet import UNet, UNetConfig
+from sn2n_live.method._package import save_package
 from sn2n_live.preview import DenoisePreviewWidget, to_rgba
 
 SIDE = 64  # the conftest `core` fixture's frame size
 CAMERA = {"offset_adu": 100.0, "gain_adu_per_e": 2.0}
 WAIT_MS = 60_000  # generous: two cores are shared with the run's threads
-
-
-@pytest.fixture(scope="module")
-def package() -> ModelPackage:
-    torch.manual_seed(0)
-    config = UNetConfig(depth=2, base_channels=4)
-    return ModelPackage(
-        unet=config,
-        state_dict=UNet(config).state_dict(),
-        policy="global",
-        resolved_mode="global",
-        thresholds=RiskThresholds(),
-        upsample="official",
-        patch_size=32,
-    )
 
 
 @pytest.fixture
