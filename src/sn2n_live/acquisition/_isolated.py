@@ -61,6 +61,7 @@ from sn2n_live.acquisition._pipeline import PREVIEW_WATCH_S, Inbox
 from sn2n_live.acquisition._record import (
     ErrorLog,
     journal_frames,
+    merge_errors,
     record_after_child_death,
     summary_from_document,
 )
@@ -192,6 +193,7 @@ class ProcessLiveDenoiseHandler:
         self._summary: RunSummary | None = None
         self._errors = ErrorLog()
         self._rescue = tp.RawRescue(self.run_dir)
+        self._written_by_child: set[int] | None = None  # read after the child died
         self._process, self._conn = tp.start_child(start_timeout_s)
         config = tp.ChildConfig(
             model,
@@ -512,13 +514,7 @@ class ProcessLiveDenoiseHandler:
         try:
             if document is None:
                 document = json.loads((self.run_dir / RUN_JSON).read_text(encoding="utf-8"))
-            log = ErrorLog()
-            log.extend(document.get("errors") or [])
-            log.extend(self._errors.entries())
-            document["errors"] = log.entries()
-            document["errors_not_listed"] = log.not_listed + int(
-                document.get("errors_not_listed") or 0
-            )
+            merge_errors(document, self._errors.entries())
             write_json_atomic(self.run_dir / RUN_JSON, document)
         except Exception as exc:
             self._errors.add("run.json", exc)
@@ -554,11 +550,14 @@ class ProcessLiveDenoiseHandler:
     def _rescue_in_flight(self) -> None:
         """Write every frame the dead child had not written (ring slots are intact)."""
         self._ring_slots_used()  # drop what the child reported written
-        # The child may have died between journaling a frame and reporting it.
-        written = journal_frames(self.run_dir, "raw") | journal_frames(self.run_dir, "unplaced")
+        if self._written_by_child is None:
+            # Read once: a dead child's journals no longer grow. It may have died between
+            # journaling a frame and reporting it.
+            run = self.run_dir
+            self._written_by_child = journal_frames(run, "raw") | journal_frames(run, "unplaced")
         while self._in_flight:
             f = self._in_flight.popleft()
-            if f.seq in written:
+            if f.seq in self._written_by_child:
                 continue
             image = f.image
             if image is None:

@@ -59,6 +59,7 @@ __all__ = [
     "RunRecord",
     "Timing",
     "journal_frames",
+    "merge_errors",
     "record_after_child_death",
     "summary_from_document",
 ]
@@ -411,9 +412,7 @@ def record_after_child_death(
     for ranges in by_reason.values():
         for lo, hi in ranges.ranges():
             missing.add(lo, hi)
-    log = ErrorLog()
-    log.extend(list(document.get("errors") or []))
-    log.extend(errors)
+    merge_errors(document, errors)
     fr = np.asarray(frame_ready_us, dtype=np.float64)
     timings = dict(document.get("timings") or {})
     timings["frame_ready_us"] = {"p50": _percentile(fr, 50), "p99": _percentile(fr, 99)}
@@ -440,11 +439,18 @@ def record_after_child_death(
         unplaced_frames=unplaced.ranges(),
         raw_unsaved_frames=unsaved.ranges(),
         raw_rescue={"stores": sorted(rescue_stores), "frames": rescued.ranges()},
-        errors=log.entries(),
-        errors_not_listed=log.not_listed + int(document.get("errors_not_listed") or 0),
     )
     document.setdefault("notes", [])
     return document
+
+
+def merge_errors(document: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    """Add errors recorded in another process to run.json's, counting repeats once."""
+    log = ErrorLog()
+    log.extend(list(document.get("errors") or []))
+    log.extend(entries)
+    document["errors"] = log.entries()
+    document["errors_not_listed"] = log.not_listed + int(document.get("errors_not_listed") or 0)
 
 
 def _raw_homes(
