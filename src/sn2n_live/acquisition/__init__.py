@@ -15,8 +15,10 @@ its psygnal signals. Modules, one job each (docs/architecture.md draws a frame's
 - ``_relay``: the watch on pymmcore-plus's relay thread
 - ``_writers``: store layout and the run folder's stores
 - ``_session``: ``live_denoise``, ``open_microscope``, ``acquire_*``
+- ``_background``: ``BackgroundRun``, one run on a worker thread (for GUIs)
 """
 
+from sn2n_live.acquisition._background import BackgroundRun, profile_run_options
 from sn2n_live.acquisition._check import Finding, check_profile
 from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
@@ -37,6 +39,7 @@ from sn2n_live.acquisition._session import (
     build_profile_denoiser,
     live_denoise,
     open_microscope,
+    profile_events,
 )
 from sn2n_live.acquisition._simulated import (
     SimulatedMicroscope,
@@ -49,6 +52,7 @@ from sn2n_live.acquisition._writers import check_run_folder
 from sn2n_live.config import SIMEventMetadata, SIMPlan, expand_sequence
 
 __all__ = [
+    "BackgroundRun",
     "Finding",
     "FrameDenoiser",
     "LatestPair",
@@ -75,5 +79,7 @@ __all__ = [
     "live_denoise",
     "load_denoiser",
     "open_microscope",
+    "profile_events",
+    "profile_run_options",
     "release_core",
 ]

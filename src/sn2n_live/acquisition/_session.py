@@ -19,6 +19,7 @@ import useq
 from pymmcore_plus import DeviceType
 
 from sn2n_live._outputs import check_output, publish, temporary_sibling
+from sn2n_live.acquisition._background import profile_run_options
 from sn2n_live.acquisition._connect import mda_events_relayed
 from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
@@ -51,6 +52,7 @@ __all__ = [
     "build_profile_denoiser",
     "live_denoise",
     "open_microscope",
+    "profile_events",
 ]
 
 _log = logging.getLogger("sn2n_live.acquisition")
@@ -380,6 +382,26 @@ def build_events(
         time_plan={"interval": profile.acquisition.interval_s, "loops": loops},
         axis_order="tpgcz",
     )
+    return profile_events(profile, core, sequence)
+
+
+def profile_events(
+    profile: Profile, core: CMMCorePlus, sequence: useq.MDASequence
+) -> list[useq.MDAEvent]:
+    """Expand any sequence (e.g. one built in pymmcore-widgets' MDAWidget) with the SIM plan.
+
+    Every event of ``sequence`` becomes one complete SIM set (the profile's angles and
+    phases, patterns on its SLM); without ``[sim]`` the events are listed unchanged.
+
+    Parameters
+    ----------
+    profile : Profile
+        Supplies the SIM plan.
+    core : CMMCorePlus
+        Used for the SLM size when patterns go to an SLM.
+    sequence : useq.MDASequence
+        The user's acquisition.
+    """
     slm_shape = None
     if profile.sim is not None and profile.sim.pattern_source == "slm":
         slm = slm_device(core, profile)
@@ -477,7 +499,6 @@ def acquire_live(
     acquisition had already ended); a second press raises ``KeyboardInterrupt`` at once,
     the stores are closed as they stand.
     """
-    output = profile.output
     with open_microscope(profile) as core, _CtrlCEndsTheRun(core) as ctrl_c:
         events = build_events(profile, core, timepoints=timepoints)
         with live_denoise(
@@ -486,14 +507,7 @@ def acquire_live(
             out=out_dir,
             progress=progress,
             events=events,
-            policy=output.backlog_policy,
-            memory_budget_mb=output.memory_budget_mb,
-            denoised_dtype=output.denoised_dtype,
-            file_format=output.format,
-            zarr_backend=output.zarr_backend,
-            isolation=output.isolation,
-            risk=profile.denoise.risk,
-            profile=profile.model_dump(mode="json"),
+            **profile_run_options(profile),
         ) as handler:
             ctrl_c.handler = handler
             core.mda.run(events)
