@@ -16,6 +16,8 @@ its psygnal signals. Modules, one job each (docs/architecture.md draws a frame's
 - ``_writers``: store layout and the run folder's stores
 - ``_session``: ``live_denoise``, ``open_microscope``, ``acquire_*``
 - ``_background``: ``BackgroundRun``, one run on a worker thread (for GUIs)
+- ``_live_view``: live mode (``LiveView``: the newest frame denoised, nothing saved) and
+  ``LiveRecording`` (a saved run from that moment)
 """
 
 from sn2n_live.acquisition._background import BackgroundRun, profile_run_options
@@ -32,6 +34,7 @@ from sn2n_live.acquisition._contracts import (
 )
 from sn2n_live.acquisition._handler import LiveDenoiseHandler
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+from sn2n_live.acquisition._live_view import LiveRecording, LiveView, LiveViewEvents
 from sn2n_live.acquisition._session import (
     acquire_live,
     acquire_pilot,
@@ -59,7 +62,10 @@ __all__ = [
     "LiveDenoiseEvents",
     "LiveDenoiseHandler",
     "LiveHandler",
+    "LiveRecording",
     "LiveStats",
+    "LiveView",
+    "LiveViewEvents",
     "ProcessLiveDenoiseHandler",
     "RunState",
     "RunStatus",

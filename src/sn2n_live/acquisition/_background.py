@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sn2n_live.acquisition._contracts import FrameDenoiser, LiveHandler, RunSummary
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from sn2n_live.profiles import Profile
 
 __all__ = ["BackgroundRun", "profile_run_options"]
+
+_CANCEL_CHECK_S = 0.05  # how often the worker looks for a cancel the runner missed
 
 
 def profile_run_options(profile: Profile) -> dict[str, Any]:
@@ -64,8 +66,8 @@ class BackgroundRun:
     ----------
     core : pymmcore_plus.CMMCorePlus
         The microscope; nothing else may run an MDA on it meanwhile.
-    events : sequence of useq.MDAEvent or useq.MDASequence
-        What to acquire (expanded SIM sets included).
+    sequence : sequence of useq.MDAEvent, useq.MDASequence or iterator of useq.MDAEvent
+        What to acquire (expanded SIM sets included; an iterator may be endless).
     model : FrameDenoiser, str, os.PathLike or callable
         As :func:`~sn2n_live.acquisition.live_denoise` takes it.
     out : str or os.PathLike
@@ -81,7 +83,8 @@ class BackgroundRun:
     def __init__(
         self,
         core: CMMCorePlus,
-        events: Sequence[useq.MDAEvent] | useq.MDASequence,
+        sequence: Sequence[useq.MDAEvent] | useq.MDASequence | Iterator[useq.MDAEvent],
+        /,
         *,
         model: FrameDenoiser | str | os.PathLike[str] | Callable[[], FrameDenoiser],
         out: str | os.PathLike[str],
@@ -89,7 +92,8 @@ class BackgroundRun:
         **options: Any,
     ) -> None:
         self.core = core
-        self.events = events if hasattr(events, "iter_events") else list(events)
+        # A list is kept as given; a sequence or an (endless) iterator is run as it comes.
+        self.sequence = list(sequence) if isinstance(sequence, list | tuple) else sequence
         self.out = out
         self._model = model
         self._options = options
@@ -134,9 +138,13 @@ class BackgroundRun:
         return self._handler
 
     def cancel(self) -> None:
-        """End the acquisition early: the run closes ``canceled``; saved frames stay."""
+        """End the acquisition early (returns at once): the run closes ``canceled``.
+
+        The frames saved so far stay. A cancel before the MDA started is applied as soon
+        as it starts (pymmcore-plus ignores a cancel while its runner is idle).
+        """
         self._cancel_requested = True
-        if self._handler is not None:
+        if self.core.mda.is_running():
             self.core.mda.cancel()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -146,7 +154,7 @@ class BackgroundRun:
     def _run(self) -> None:
         from sn2n_live.acquisition._session import live_denoise
 
-        events = self.events
+        events = self.sequence
         try:
             with live_denoise(
                 self.core, model=self._model, out=self.out, **self._frames_expected(events)
@@ -154,7 +162,7 @@ class BackgroundRun:
                 self._handler = handler
                 self._handler_ready.set()
                 if not self._cancel_requested:  # a cancel before the start runs nothing
-                    self.core.mda.run(events)
+                    self._run_mda(events)
             # A handler whose sequence never started has no run to wait for.
             self._summary = handler.wait() if handler.started else None
         except BaseException as exc:  # reported through `error`; a thread has no caller
@@ -167,6 +175,14 @@ class BackgroundRun:
             self._done.set()
             if self._on_done is not None:
                 self._on_done(self)
+
+    def _run_mda(self, events: Any) -> None:
+        """Run the MDA on pymmcore-plus's thread; pass on a cancel that came too early."""
+        thread = self.core.run_mda(events)
+        while thread.is_alive():
+            thread.join(_CANCEL_CHECK_S)
+            if self._cancel_requested and self.core.mda.is_running():
+                self.core.mda.cancel()
 
     def _frames_expected(self, events: Any) -> dict[str, Any]:
         # A list of events is counted up front (progress, frames_expected); a sequence
