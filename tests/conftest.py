@@ -4,6 +4,10 @@ import os
 
 # Qt must never try to open a display in tests; set before anything imports Qt.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests use no network. superqt/pyconify fetch icons online (pymmcore-widgets' MDAWidget):
+# here connections hang until a 2 s timeout per icon (25 s per widget); a refusing proxy
+# fails them at once, as an offline machine does, and they only warn.
+os.environ.setdefault("HTTPS_PROXY", "http://127.0.0.1:9")
 
 import gc
 import tempfile

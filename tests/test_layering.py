@@ -14,6 +14,7 @@ UI = ("rich", "typer", "sn2n_live.cli")
 # Forbidden imports of each package (folder) or module, anywhere in its source.
 RULES = {
     "method": (
+        "sn2n_live.app",
         "sn2n_live.acquisition",
         "sn2n_live.engine",
         "sn2n_live.io",
@@ -23,6 +24,7 @@ RULES = {
         *QT,
     ),
     "simulation": (
+        "sn2n_live.app",
         "sn2n_live.acquisition",
         "sn2n_live.engine",
         "sn2n_live.method",
@@ -32,6 +34,7 @@ RULES = {
         *QT,
     ),
     "engine": (
+        "sn2n_live.app",
         "sn2n_live.acquisition",
         "sn2n_live.io",
         "sn2n_live.profiles",
@@ -41,6 +44,7 @@ RULES = {
     ),
     # The schemas: no hardware, writers, torch or GUI (profile check --schema-only).
     "config": (
+        "sn2n_live.app",
         "sn2n_live.acquisition",
         "sn2n_live.engine",
         "sn2n_live.method",
@@ -52,8 +56,11 @@ RULES = {
         *UI,
         *QT,
     ),
-    "acquisition": (*QT, "sn2n_live.preview"),
+    "acquisition": (*QT, "sn2n_live.preview", "sn2n_live.app"),
+    # The GUI application composes the layers below it; only the command line is above.
+    "app": UI,
     "io": (
+        "sn2n_live.app",
         "sn2n_live.acquisition",
         "sn2n_live.engine",
         "sn2n_live.method",
@@ -75,6 +82,13 @@ ONLY = {
 # the standard library, and acquisition through its public face: exactly the module
 # `sn2n_live.acquisition`, never one of its private modules.
 PREVIEW = ("qtpy", "numpy", "matplotlib", "sn2n_live.config", "sn2n_live.preview")
+# The app may import the other layers only through their public faces.
+APP_FACES = (
+    "sn2n_live.acquisition",
+    "sn2n_live.method",
+    "sn2n_live.preview",
+    "sn2n_live.profiles",
+)
 PREVIEW_FACES = ("sn2n_live.acquisition",)
 # Its modules that stay free of Qt (pure models and rendering) or of acquisition (the view).
 PREVIEW_MODULES = {
@@ -143,6 +157,18 @@ def test_preview_imports_only_qt_numpy_config_and_the_acquisition_face():
                 f"{file.relative_to(SRC)} imports {name}; the preview may import only "
                 f"{PREVIEW}, the public {PREVIEW_FACES} (and std)"
             )
+
+
+def test_app_reads_the_other_layers_through_their_public_faces():
+    files = _files("app")
+    assert files, "no modules found for app"
+    for file in files:
+        for name in _imports(file):
+            if name.startswith("sn2n_live.") and not name.startswith("sn2n_live.app"):
+                assert name in APP_FACES, (
+                    f"{file.relative_to(SRC)} imports {name}; the app may import only the "
+                    f"public faces {APP_FACES}"
+                )
 
 
 @pytest.mark.parametrize("module", sorted(PREVIEW_MODULES))

@@ -686,6 +686,55 @@ def demo(
         raise typer.Exit(code=1)
 
 
+@app.command()
+@_friendly_errors
+def gui(
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Profile file or name.")
+    ] = "demo-sim",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", "-m", help="Model package (default: the profile's, else the shipped lite)."
+        ),
+    ] = None,
+    runs: Annotated[
+        Path, typer.Option("--runs", help="Folder for the runs Record and MDA save.")
+    ] = Path("runs"),
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(help="Save a PNG of the whole window after --seconds, then exit."),
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Run this long in live mode, then close.")
+    ] = None,
+    mda: Annotated[bool, typer.Option(help="Show pymmcore-widgets' MDA panel.")] = True,
+) -> None:
+    """Open the live raw | denoised viewer on a microscope (the simulated one by default)."""
+    if screenshot is not None and seconds is None:
+        raise CliError("--screenshot needs --seconds N (how long to run live before the grab)")
+    if screenshot is not None and screenshot.suffix.lower() != ".png":
+        raise CliError(f"--screenshot must be a .png file; got {screenshot}")
+    try:
+        from sn2n_live.app import launch, resolve_model
+    except ImportError as exc:
+        raise CliError(
+            f"the GUI needs the gui extra ({exc}); install it with: pip install 'sn2n-live[gui]'"
+        ) from exc
+    from sn2n_live.profiles import load_profile
+
+    prof = load_profile(profile)
+    package = resolve_model(prof, model)
+    result = launch(
+        prof, package, runs_dir=runs, seconds=seconds, screenshot=screenshot, mda_panel=mda
+    )
+    console.print(f"preview: {result.pairs_shown} pairs shown, renderer {result.renderer}")
+    if result.screenshot is not None:
+        console.print(f"[green]Wrote[/] {result.screenshot}")
+    if result.last_run is not None:
+        console.print(f"last run: {result.last_run}")
+
+
 @engine_app.command("info")
 def engine_info() -> None:
     """List inference backends, their devices, and cached TensorRT plans."""

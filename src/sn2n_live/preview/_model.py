@@ -132,6 +132,8 @@ class PreviewState:
         What produces the denoised frames (model sha256, engine, precision, ...).
     camera : CameraCalibration or None
         ADU to photons, for the readout.
+    pairs_shown : int
+        Distinct pairs taken since the state was made (over every run followed).
     """
 
     raw: np.ndarray | None = None
@@ -154,6 +156,7 @@ class PreviewState:
     stats: LiveStats | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
     camera: CameraCalibration | None = None
+    pairs_shown: int = 0
     # When the pair shown was first seen here (perf_counter s) and where its age came from.
     _seen_at: float | None = None
     _arrival: float | None = None
@@ -178,6 +181,7 @@ class PreviewState:
         self.latency_ms, self.data_check = pair.latency_ms, pair.data_check
         self._seen_at = now
         self._arrival = getattr(pair, "arrived", None)
+        self.pairs_shown += 1
         return True
 
     def clear(self) -> None:
@@ -238,7 +242,9 @@ class RunHealth:
     of the window before: batching makes it oscillate, a rising floor is a denoiser that
     cannot keep up), no denoised frame for ``stall_s`` while frames arrive, frames that
     will have no denoised twin, frames unlike the training data. Errors: a raw frame
-    that could not be saved, a run that ended ``denoiser_failed`` or ``failed``.
+    that could not be saved, a run that ended ``denoiser_failed`` or ``failed``, a live
+    view whose denoiser gave up (``live``: following live mode, where nothing is saved,
+    so the saving-lane warnings do not apply).
     """
 
     def __init__(self, window_s: float = 1.0, stall_s: float = 3.0) -> None:
@@ -247,11 +253,14 @@ class RunHealth:
         self._last_denoised: tuple[float, int, int] | None = None  # t, written, received
         self.raw_failure: str | None = None
         self.final_status: str | None = None
+        self.live = False
+        self.live_failure: str | None = None
 
-    def reset(self) -> None:
-        """Forget the run (a new one starts)."""
+    def reset(self, *, live: bool = False) -> None:
+        """Forget the run (a new one starts; ``live``: a live view, nothing saved)."""
         self._behind.clear()
         self._last_denoised, self.raw_failure, self.final_status = None, None, None
+        self.live, self.live_failure = live, None
 
     def update(self, stats: LiveStats, now: float | None = None) -> None:
         """Take one statistics snapshot."""
@@ -286,6 +295,12 @@ class RunHealth:
             out.append(Notice("error", "The denoiser failed: the run ended denoiser_failed."))
         elif self.final_status == RunStatus.FAILED and self.raw_failure is None:
             out.append(Notice("error", "The run failed (raw saving or the denoise process)."))
+        if self.live:
+            gave_up = stats is not None and stats.state == RunStatus.DENOISER_FAILED
+            if self.live_failure is not None or gave_up:
+                reason = self.live_failure or "see the log"
+                out.append(Notice("error", f"Live frames are not denoised: {reason}"))
+            return out
         if stats is None:
             return out
         active = stats.state in (RunState.ACQUIRING, RunState.CATCHING_UP)

@@ -9,6 +9,7 @@ only when a new one (or a new setting) is there. The handler's ``raw_failed`` an
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -27,7 +28,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from sn2n_live.acquisition import LatestPair, LiveHandler, LiveStats, RunSummary
+from sn2n_live.acquisition import (
+    FrameDenoiser,
+    LatestPair,
+    LiveHandler,
+    LiveStats,
+    LiveView,
+    LiveViewEvents,
+    RunSummary,
+    load_denoiser,
+)
 from sn2n_live.preview._compose import render_panes
 from sn2n_live.preview._model import (
     OVERLAYS,
@@ -61,6 +71,7 @@ class _Inbox:
         self._lock = threading.Lock()
         self.raw_failure: str | None = None
         self.summary: RunSummary | None = None
+        self.live_failure: str | None = None
 
     def on_raw_failed(self, message: str) -> None:
         with self._lock:
@@ -71,18 +82,29 @@ class _Inbox:
         with self._lock:
             self.summary = summary
 
-    def read(self) -> tuple[str | None, RunSummary | None]:
+    def on_live_denoiser_failed(self, message: str) -> None:
         with self._lock:
-            return self.raw_failure, self.summary
+            self.live_failure = str(message)
+
+    def read(self) -> tuple[str | None, RunSummary | None, str | None]:
+        with self._lock:
+            return self.raw_failure, self.summary, self.live_failure
 
 
 class DenoisePreviewWidget(QWidget):
-    """Raw and denoised side by side, following a live-denoise run.
+    """Raw and denoised side by side, following a live-denoise run or live mode.
+
+    Three ways in: a run's handler (``live_denoise``), a :class:`LiveView`, or a core and
+    a model (``DenoisePreviewWidget(mmcore, model="sample.sn2n")``, what an app docks):
+    the widget then makes its own :class:`LiveView` on that core, which denoises the
+    newest frame of live mode on a worker thread, and stops it when it is closed.
 
     Parameters
     ----------
-    handler : LiveHandler, optional
-        The run to follow (``live_denoise``'s handler); :meth:`set_handler` changes it.
+    source : LiveHandler, LiveView or CMMCorePlus, optional
+        What to follow; :meth:`set_handler` changes it. A core needs ``model``.
+    model : FrameDenoiser, str or os.PathLike, optional
+        With a core: the denoiser or ``.sn2n`` package of the widget's live view.
     provenance : mapping, optional
         What produces the denoised frames (the denoiser's ``provenance``: model sha256,
         engine, precision), shown in the status bar.
@@ -97,8 +119,9 @@ class DenoisePreviewWidget(QWidget):
 
     def __init__(
         self,
-        handler: LiveHandler | None = None,
+        source: Any = None,
         *,
+        model: FrameDenoiser | str | os.PathLike[str] | None = None,
         provenance: Mapping[str, Any] | None = None,
         camera: Any = None,
         refresh_ms: int = 100,
@@ -112,7 +135,8 @@ class DenoisePreviewWidget(QWidget):
         )
         self.health = RunHealth()
         self.link_views = True
-        self._handler: LiveHandler | None = None
+        self._handler: LiveHandler | LiveView | None = None
+        self._own_view: LiveView | None = None  # made here from a core: stopped on close
         self._inbox = _Inbox()
         self._connected: Any = None  # the events our inbox is connected to
         self._timer = QTimer(self)
@@ -121,8 +145,21 @@ class DenoisePreviewWidget(QWidget):
         self._build()
         self._render()
         self._show_status()
-        if handler is not None:
-            self.set_handler(handler)
+        if _is_core(source):
+            if model is None:
+                raise ValueError(
+                    "DenoisePreviewWidget(core) needs model=: a .sn2n package path or a "
+                    "denoiser, e.g. DenoisePreviewWidget(mmcore, model='sample.sn2n')."
+                )
+            denoiser = load_denoiser(model)
+            self._own_view = LiveView(source, denoiser).start()
+            if provenance is None:
+                self.state.provenance = dict(denoiser.provenance)
+            source = self._own_view
+        elif model is not None:
+            raise ValueError("model= is for DenoisePreviewWidget(core, model=...) only.")
+        if source is not None:
+            self.set_handler(source)
 
     # -- layout --------------------------------------------------------------------------
 
@@ -197,9 +234,19 @@ class DenoisePreviewWidget(QWidget):
     # -- the run -------------------------------------------------------------------------
 
     @property
-    def handler(self) -> LiveHandler | None:
-        """The run followed."""
+    def handler(self) -> LiveHandler | LiveView | None:
+        """The run (or live view) followed."""
         return self._handler
+
+    @property
+    def renderer(self) -> str:
+        """The rendering path the panes use, as the status bar names it."""
+        return RENDERER
+
+    @property
+    def core(self) -> Any:
+        """The core of the widget's own live view (made from a core), else None."""
+        return None if self._own_view is None else self._own_view.core
 
     @property
     def timer(self) -> QTimer:
@@ -207,14 +254,17 @@ class DenoisePreviewWidget(QWidget):
         return self._timer
 
     def set_handler(
-        self, handler: LiveHandler | None, *, provenance: Mapping[str, Any] | None = None
+        self,
+        handler: LiveHandler | LiveView | None,
+        *,
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
-        """Follow another run (None: none); the pair, statistics and notices start afresh.
+        """Follow another run or live view (None: none); pair, statistics, notices afresh.
 
         Parameters
         ----------
-        handler : LiveHandler or None
-            The new run's handler.
+        handler : LiveHandler, LiveView or None
+            The new run's handler, or a live view (live mode: nothing saved).
         provenance : mapping, optional
             Its denoiser's provenance (default: keep the one given before).
         """
@@ -222,32 +272,39 @@ class DenoisePreviewWidget(QWidget):
         self._handler = handler
         self._inbox = _Inbox()
         self.state.clear()
-        self.health.reset()
+        live = isinstance(handler, LiveView)
+        self.health.reset(live=live)
         if provenance is not None:
             self.state.provenance = dict(provenance)
         if handler is None:
             self._timer.stop()
         else:
-            handler.events.raw_failed.connect(self._inbox.on_raw_failed)
-            handler.events.finished.connect(self._inbox.on_finished)
+            if isinstance(handler, LiveView):
+                handler.events.denoiser_failed.connect(self._inbox.on_live_denoiser_failed)
+            else:
+                handler.events.raw_failed.connect(self._inbox.on_raw_failed)
+                handler.events.finished.connect(self._inbox.on_finished)
             self._connected = handler.events
             self._timer.start()
         self._render()
         self._show_status()
 
     def _disconnect(self) -> None:
-        if self._connected is not None:
-            self._connected.raw_failed.disconnect(self._inbox.on_raw_failed, missing_ok=True)
-            self._connected.finished.disconnect(self._inbox.on_finished, missing_ok=True)
-            self._connected = None
+        events, self._connected = self._connected, None
+        if isinstance(events, LiveViewEvents):
+            events.denoiser_failed.disconnect(self._inbox.on_live_denoiser_failed, missing_ok=True)
+        elif events is not None:
+            events.raw_failed.disconnect(self._inbox.on_raw_failed, missing_ok=True)
+            events.finished.disconnect(self._inbox.on_finished, missing_ok=True)
 
     def refresh(self) -> None:
         """Poll the handler once: newest pair, statistics, failures (what the timer does)."""
         handler = self._handler
         if handler is None:
             return
-        raw_failure, summary = self._inbox.read()
-        if summary is None and handler.finished:
+        raw_failure, summary, live_failure = self._inbox.read()
+        self.health.live_failure = live_failure
+        if summary is None and not isinstance(handler, LiveView) and handler.finished:
             # `finished` is emitted just after the run is marked over: a poll in between
             # takes the summary from the handler (wait returns at once by then).
             summary = handler.wait(timeout=0)
@@ -431,10 +488,20 @@ class DenoisePreviewWidget(QWidget):
             self.banner.show()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Stop polling and let go of the handler's signals; the run goes on."""
+        """Stop polling and let go of the handler's signals; the run goes on.
+
+        A live view the widget made itself (from a core) is stopped; the camera is not.
+        """
         self._timer.stop()
         self._disconnect()
+        if self._own_view is not None:
+            self._own_view.stop()
         super().closeEvent(event)
+
+
+def _is_core(source: object) -> bool:
+    """Whether ``source`` is a pymmcore-plus core (not a handler or live view)."""
+    return not hasattr(source, "latest") and hasattr(source, "startContinuousSequenceAcquisition")
 
 
 def _spin() -> QDoubleSpinBox:
