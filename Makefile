@@ -25,12 +25,12 @@ demo: $(STAMP)
 	$(BIN)/sn2n-live demo --out demo-output
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks scripts
-	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts examples
+	$(BIN)/ruff check --fix src tests benchmarks scripts examples
 
 # The shipped pretrained lite model (scripts/pretrain.py; ~25 min on 2 CPU cores, run alone).
 pretrained: $(STAMP)

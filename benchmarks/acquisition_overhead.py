@@ -39,6 +39,13 @@ live_default
     What a Python user writes: ``live_denoise(core, model="model.sn2n", out=...,
     events=...)`` with every other option at its default (process isolation for a model
     path, torch's own thread count in the child); a ``lite`` package with random weights.
+live_default_qt
+    (``--preview`` only) As ``live_default``, the MDA on its own thread (``core.run_mda``)
+    while the main thread runs a Qt event loop: a GUI without a preview.
+live_default_previewed
+    (``--preview`` only) As ``live_default_qt`` with a ``DenoisePreviewWidget`` shown and
+    polling the handler at 10 Hz: what attaching the preview costs the camera beyond the
+    live hook is the ratio of these two.
 
 Cameras: DemoCamera (mm-test-adapters) at exposure 0 with ``FastImage=1`` (a camera that
 is itself CPU-bound) at 512^2 and 2048^2; DemoCamera at 512^2 with a 10 ms exposure (an
@@ -60,6 +67,9 @@ Writes ``benchmarks/results/acquisition_overhead.json``. Usage::
 
     python benchmarks/acquisition_overhead.py            # ~3 min on 2 CPU cores
     python benchmarks/acquisition_overhead.py --quick    # fewer repeats, 512^2 only
+    python benchmarks/acquisition_overhead.py --preview  # the preview's cost (~6 min);
+        # writes acquisition_overhead_preview.json. A QApplication exists before the cores,
+        # so their signals use Qt, as in a GUI.
 """
 
 from __future__ import annotations
@@ -182,7 +192,7 @@ def run_condition(
     else:
         options = {"policy": "complete", "denoise_threads": 1, **LIVE_OPTIONS.get(name, {})}
         model: FrameDenoiser | BenchDenoiser | Path = denoiser
-        if name == "live_default":
+        if name.startswith("live_default"):
             options, model = {}, denoiser.package_path(tmp)
         elif name == "live_identity":
             model = IdentityDenoiser()
@@ -199,7 +209,10 @@ def run_condition(
             handler.events.stats.connect(on_stats)
             if name.endswith("_watched"):
                 handler.events.pair.connect(lambda pair: None)
-            core.mda.run(events)
+            if name in ("live_default_qt", "live_default_previewed"):
+                record.update(run_in_qt(core, events, handler, name.endswith("previewed")))
+            else:
+                core.mda.run(events)
             t_acq = time.perf_counter()
             if name != "live_preview":
                 handler.cancel_catch_up()
@@ -224,6 +237,44 @@ def run_condition(
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(str(out) + ".ome.zarr", ignore_errors=True)
     return record
+
+
+def run_in_qt(core: CMMCorePlus, events: Any, handler: Any, preview: bool) -> dict[str, Any]:
+    """Run the MDA on its thread while this thread spins a Qt event loop (with a preview).
+
+    Returns the preview's counts: pairs shown and the longest gap between two ticks of a
+    10 ms heartbeat timer on the GUI thread (how long the GUI froze at most).
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    widget = None
+    if preview:
+        from sn2n_live.preview import DenoisePreviewWidget
+
+        widget = DenoisePreviewWidget(handler)
+        widget.resize(1200, 700)
+        widget.show()
+    loop = QEventLoop()
+    ticks: list[float] = []
+    heartbeat = QTimer()
+    heartbeat.setInterval(10)
+    heartbeat.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    thread = core.run_mda(events)
+    watch = QTimer()
+    watch.setInterval(5)
+    watch.timeout.connect(lambda: None if thread.is_alive() else loop.quit())
+    heartbeat.start()
+    watch.start()
+    loop.exec()
+    thread.join()
+    heartbeat.stop()
+    watch.stop()
+    out: dict[str, Any] = {"gui_max_gap_ms": round(1e3 * max(np.diff(ticks), default=0.0), 1)}
+    if widget is not None:
+        out["pairs_shown"] = widget.state.pairs_shown
+        widget.close()
+        widget.deleteLater()
+    return out
 
 
 def interleaved(
@@ -361,7 +412,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="512^2 only, 2 repeats")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--preview", action="store_true", help="only what attaching the live preview costs"
+    )
     args = parser.parse_args()
+    if args.preview:
+        preview_main(args.repeats)
+        return
     repeats = 2 if args.quick else args.repeats
     torch.set_num_threads(1)
     denoiser = BenchDenoiser("lite")
@@ -478,6 +535,53 @@ def main() -> None:
     path = RESULTS / "acquisition_overhead.json"
     path.write_text(json.dumps(results, indent=2))
     print_summary(results)
+    print(f"wrote {path}")
+
+
+def preview_main(repeats: int) -> None:
+    """Measure what attaching the preview costs the camera, 512^2 and 2048^2, exposure 0."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    torch.set_num_threads(1)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "qt_platform": app.platformName(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "repeats": repeats,
+        "cameras": {},
+    }
+    conditions = ["bare", "live_default", "live_default_qt", "live_default_previewed"]
+    tmp = Path(tempfile.mkdtemp(prefix="sn2n-preview-bench-"))
+    try:
+        for key, label, size, n, model in (
+            ("democam_512", "DemoCamera 512^2", 512, 300, BenchDenoiser("lite")),
+            ("democam_2048", "DemoCamera 2048^2", 2048, 40, BenchDenoiser("tiny")),
+        ):
+            seq = useq.MDASequence(time_plan={"interval": 0, "loops": n})
+            data = with_core(
+                lambda size=size: democam(size),
+                lambda core, label=label, seq=seq, n=n, model=model: interleaved(
+                    label, core, seq, n, conditions, repeats, model, tmp
+                ),
+            )
+            med = data["median_fps"]
+            data["preview_cost_ratio"] = round(
+                med["live_default_previewed"] / med["live_default_qt"], 4
+            )
+            results["cameras"][key] = data
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "acquisition_overhead_preview.json"
+    path.write_text(json.dumps(results, indent=2))
+    print_summary(results)
+    for key, data in results["cameras"].items():
+        print(f"{key}: previewed / qt-without-preview = {data['preview_cost_ratio']:.3f}")
     print(f"wrote {path}")
 
 
