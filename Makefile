@@ -8,7 +8,7 @@ PIP_CONSTRAINT_FLAG := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install test demo lint format bench bench-install peers pretrained clean
+.PHONY: install test demo lint format bench bench-install peers pretrained clean xvfb
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,34 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) xvfb
 	$(BIN)/python -m pytest
+
+# A virtual X server for tests/test_preview_screen.py (the OpenGL preview on a real
+# display; the rest of the suite runs on QT_QPA_PLATFORM=offscreen, where OpenGL canvases
+# are blank). Debian packages: Xvfb and xvfb-run, Mesa's llvmpipe GL, and what Qt's xcb
+# platform plugin links. Installed with apt-get as root (or with password-less sudo) when
+# one is missing; otherwise this says how, and the screen test skips (fails under CI=1).
+XVFB_PACKAGES := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 \
+	libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xkb1
+
+xvfb:
+	@if command -v xvfb-run >/dev/null 2>&1 && \
+		{ ! command -v dpkg >/dev/null 2>&1 || dpkg -s $(XVFB_PACKAGES) >/dev/null 2>&1; }; then \
+		exit 0; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make xvfb: no apt-get here; install Xvfb (xvfb-run) and Mesa GL yourself."; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(XVFB_PACKAGES); \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(XVFB_PACKAGES); \
+	else \
+		echo "make xvfb: not root and no password-less sudo; to run the screen test:"; \
+		echo "  sudo apt-get install -y --no-install-recommends $(XVFB_PACKAGES)"; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/sn2n-live demo --out demo-output

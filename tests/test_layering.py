@@ -81,7 +81,7 @@ ONLY = {
 # The live preview (models, views and controllers apart, ndv's way) imports only these,
 # the standard library, and acquisition through its public face: exactly the module
 # `sn2n_live.acquisition`, never one of its private modules.
-PREVIEW = ("qtpy", "numpy", "matplotlib", "sn2n_live.config", "sn2n_live.preview")
+PREVIEW = ("qtpy", "numpy", "matplotlib", "sn2n_live.config", "sn2n_live.preview", "vispy")
 # The app may import the other layers only through their public faces.
 APP_FACES = (
     "sn2n_live.acquisition",
@@ -90,12 +90,16 @@ APP_FACES = (
     "sn2n_live.profiles",
 )
 PREVIEW_FACES = ("sn2n_live.acquisition",)
-# Its modules that stay free of Qt (pure models and rendering) or of acquisition (the view).
+# Its modules that stay free of Qt (pure models and rendering) or of acquisition (the
+# views); vispy (the OpenGL pane) only in `_gl`.
+_VIEW_MUST_NOT = ("sn2n_live.acquisition", "sn2n_live.preview._model", "sn2n_live.preview._widget")
 PREVIEW_MODULES = {
     "_render": (*QT, "sn2n_live.acquisition"),
     "_compose": (*QT, "sn2n_live.acquisition"),
     "_model": QT,
-    "_view": ("sn2n_live.acquisition", "sn2n_live.preview._model", "sn2n_live.preview._widget"),
+    "_view": (*_VIEW_MUST_NOT, "vispy"),
+    "_gl": _VIEW_MUST_NOT,
+    "_widget": ("vispy",),
 }
 # What cli.py imports when it is loaded: `sn2n-live --help` and `profile check
 # --schema-only` start without torch, engines, writers or hardware.

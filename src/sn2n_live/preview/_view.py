@@ -3,6 +3,9 @@
 It knows nothing of acquisition or of what the pixels mean; it reports the view it
 shows (``view_changed``) and the pixel under the cursor (``hovered``), and the
 controller links panes and reads values.
+
+``ZoomPanPane`` holds the view (zoom, centre, the mouse); ``ImagePane`` paints with
+QPainter/QImage, the OpenGL pane (``_gl.GLImagePane``) with a vispy canvas.
 """
 
 from __future__ import annotations
@@ -14,20 +17,21 @@ from qtpy.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from qtpy.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QWheelEvent
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-__all__ = ["RENDERER", "ImagePane"]
+__all__ = ["RENDERER", "ImagePane", "ZoomPanPane"]
 
-# The rendering path, named in the status bar (ndv or a GL canvas may come later).
+# The QImage pane's rendering path, as the status bar names it (the fallback renderer).
 RENDERER = "QImage"
 MIN_ZOOM, MAX_ZOOM = 0.1, 64.0
 _WHEEL_STEP = 1.25  # zoom factor per wheel notch (120 eighths of a degree)
 
 
-class ImagePane(QWidget):
-    """Paints a ``(H, W, 4)`` uint8 RGBA image, fitted to the pane, zoomed and panned.
+class ZoomPanPane(QWidget):
+    """A pane showing a ``(H, W, 4)`` uint8 RGBA image, fitted to the pane, zoomed and panned.
 
     The view is ``(zoom, cx, cy)``: ``zoom`` 1 fits the whole image, ``(cx, cy)`` is the
     image point (pixels, x right, y down) at the pane's centre. Wheel zooms about the
-    cursor; a left-button drag pans.
+    cursor; a left-button drag pans; a double click fits the image again. Subclasses
+    draw: :meth:`_show_image` takes a new image, :meth:`_view_moved` a new view.
 
     Signals
     -------
@@ -37,19 +41,27 @@ class ImagePane(QWidget):
         ``(row, col)`` of the image pixel under the cursor, ``(-1, -1)`` off the image.
     """
 
+    renderer = "?"  # the rendering path, as the status bar names it
     view_changed = Signal(float, float, float)
     hovered = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._rgba = np.zeros((0, 0, 4), np.uint8)
-        self._image: QImage | None = None
         self._zoom = 1.0
         self._center: tuple[float, float] | None = None
         self._drag_from: QPointF | None = None
         self.setMouseTracking(True)
         self.setMinimumSize(160, 160)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def _show_image(self, rgba: np.ndarray) -> None:
+        """Draw a new image (the view is already updated)."""
+        self.update()
+
+    def _view_moved(self) -> None:
+        """Draw the new view."""
+        self.update()
 
     # -- content -----------------------------------------------------------------------
 
@@ -60,15 +72,17 @@ class ImagePane(QWidget):
             raise ValueError(f"an RGBA image is (H, W, 4); got {rgba.shape}.")
         old_shape = self._rgba.shape[:2]
         self._rgba = rgba
-        h, w = rgba.shape[:2]
-        self._image = None if rgba.size == 0 else QImage(rgba.data, w, h, 4 * w, _RGBA8888)
-        if old_shape != (h, w):  # another camera size: start from the whole image again
+        if old_shape != rgba.shape[:2]:  # another camera size: start from the whole image again
             self._center = None
-        self.update()
+        self._show_image(rgba)
 
     def rgba(self) -> np.ndarray:
         """Return the image shown (the pane's own array; do not modify)."""
         return self._rgba
+
+    def rendered(self) -> np.ndarray:
+        """Read back what the pane shows on screen: ``(height, width, 4)`` uint8 RGBA."""
+        return qimage_to_rgba(self.grab().toImage())
 
     # -- view ----------------------------------------------------------------------------
 
@@ -81,12 +95,12 @@ class ImagePane(QWidget):
         """Show the image at ``zoom`` centred on ``(cx, cy)`` (no ``view_changed``)."""
         self._zoom = min(MAX_ZOOM, max(MIN_ZOOM, float(zoom)))
         self._center = (float(cx), float(cy))
-        self.update()
+        self._view_moved()
 
     def reset_view(self) -> None:
         """Fit the whole image."""
         self._zoom, self._center = 1.0, None
-        self.update()
+        self._view_moved()
 
     def _centre(self) -> tuple[float, float]:
         if self._center is not None:
@@ -120,7 +134,7 @@ class ImagePane(QWidget):
         self._zoom = min(MAX_ZOOM, max(MIN_ZOOM, self._zoom * factor))
         s = self._scale()
         self._center = (x - (pos.x() - self.width() / 2) / s, y - (pos.y() - self.height() / 2) / s)
-        self.update()
+        self._view_moved()
         self.view_changed.emit(*self.view())
 
     def pan_by(self, dx: float, dy: float) -> None:
@@ -128,26 +142,10 @@ class ImagePane(QWidget):
         s = self._scale()
         cx, cy = self._centre()
         self._center = (cx - dx / s, cy - dy / s)
-        self.update()
+        self._view_moved()
         self.view_changed.emit(*self.view())
 
     # -- Qt events -----------------------------------------------------------------------
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        painter = QPainter(self)
-        try:
-            painter.fillRect(self.rect(), QColor(24, 24, 24))
-            if self._image is None:
-                return
-            h, w = self._rgba.shape[:2]
-            s = self._scale()
-            cx, cy = self._centre()
-            left, top = self.width() / 2 - cx * s, self.height() / 2 - cy * s
-            # Nearest neighbour: zoomed in, each camera pixel stays a square.
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-            painter.drawImage(QRectF(left, top, w * s, h * s), self._image, QRectF(0, 0, w, h))
-        finally:
-            painter.end()
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120
@@ -182,6 +180,46 @@ class ImagePane(QWidget):
 
     def leaveEvent(self, event: QEvent) -> None:
         self.hovered.emit(-1, -1)
+
+
+class ImagePane(ZoomPanPane):
+    """The pure-Qt pane: paints its RGBA image with QPainter from a QImage (any platform)."""
+
+    renderer = RENDERER
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._image: QImage | None = None
+
+    def _show_image(self, rgba: np.ndarray) -> None:
+        # The QImage reads the array's buffer: the pane keeps the array.
+        h, w = rgba.shape[:2]
+        self._image = None if rgba.size == 0 else QImage(rgba.data, w, h, 4 * w, _RGBA8888)
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        try:
+            painter.fillRect(self.rect(), QColor(24, 24, 24))
+            if self._image is None:
+                return
+            h, w = self._rgba.shape[:2]
+            s = self._scale()
+            cx, cy = self._centre()
+            left, top = self.width() / 2 - cx * s, self.height() / 2 - cy * s
+            # Nearest neighbour: zoomed in, each camera pixel stays a square.
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+            painter.drawImage(QRectF(left, top, w * s, h * s), self._image, QRectF(0, 0, w, h))
+        finally:
+            painter.end()
+
+
+def qimage_to_rgba(image: QImage) -> np.ndarray:
+    """Copy a QImage into a ``(height, width, 4)`` uint8 RGBA array."""
+    image = image.convertToFormat(_RGBA8888)
+    h, w = image.height(), image.width()
+    rows = np.frombuffer(image.constBits(), np.uint8, count=image.bytesPerLine() * h)
+    return rows.reshape(h, image.bytesPerLine())[:, : 4 * w].reshape(h, w, 4).copy()
 
 
 _RGBA8888 = QImage.Format.Format_RGBA8888

@@ -9,6 +9,7 @@ only when a new one (or a new setting) is there. The handler's ``raw_failed`` an
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from sn2n_live.acquisition import (
     load_denoiser,
 )
 from sn2n_live.preview._compose import render_panes
+from sn2n_live.preview._gl import QIMAGE_RENDERER, choose_renderer, make_pane
 from sn2n_live.preview._model import (
     OVERLAYS,
     CameraCalibration,
@@ -49,9 +51,11 @@ from sn2n_live.preview._model import (
     status_line,
 )
 from sn2n_live.preview._render import colormaps_available
-from sn2n_live.preview._view import RENDERER, ImagePane
+from sn2n_live.preview._view import ZoomPanPane
 
 __all__ = ["DenoisePreviewWidget"]
+
+_log = logging.getLogger(__name__)
 
 MIN_REFRESH_MS = 10
 _WARNING_STYLE = "color: #b35900; font-weight: bold;"
@@ -113,6 +117,11 @@ class DenoisePreviewWidget(QWidget):
         the readout then also gives photons, ``(adu - offset) / gain``.
     refresh_ms : int
         Poll interval (default 100 ms: 10 Hz, whatever the camera rate); at least 10.
+    renderer : {"auto", "gl", "qimage"}, optional
+        How the panes draw (see :func:`~sn2n_live.preview.choose_renderer`): default the
+        environment variable ``SN2N_LIVE_RENDERER``, else ``"auto"`` (OpenGL where it
+        works, QImage elsewhere). :attr:`renderer` names the one used,
+        :attr:`renderer_reason` says why; the status bar names it too.
     parent : QWidget, optional
         Qt parent.
     """
@@ -125,11 +134,13 @@ class DenoisePreviewWidget(QWidget):
         provenance: Mapping[str, Any] | None = None,
         camera: Any = None,
         refresh_ms: int = 100,
+        renderer: str | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         if refresh_ms < MIN_REFRESH_MS:
             raise ValueError(f"refresh_ms must be >= {MIN_REFRESH_MS}; got {refresh_ms}.")
+        self.renderer, self.renderer_reason = choose_renderer(renderer)
         self.state = PreviewState(
             provenance=dict(provenance or {}), camera=CameraCalibration.from_any(camera)
         )
@@ -198,7 +209,7 @@ class DenoisePreviewWidget(QWidget):
             display.addWidget(box)
         display.addStretch(1)
 
-        self.raw_pane, self.denoised_pane = ImagePane(), ImagePane()
+        self.raw_pane, self.denoised_pane = self._make_panes()
         panes = QHBoxLayout()
         for title, pane in (("raw", self.raw_pane), ("denoised", self.denoised_pane)):
             column = QVBoxLayout()
@@ -231,17 +242,27 @@ class DenoisePreviewWidget(QWidget):
         self.denoised_pane.hovered.connect(self._on_hover)
         self._sync_controls()
 
+    def _make_panes(self) -> tuple[ZoomPanPane, ZoomPanPane]:
+        try:
+            panes = make_pane(self.renderer), make_pane(self.renderer)
+        except Exception as exc:  # the check passed, the canvas did not come up
+            if self.renderer == QIMAGE_RENDERER:
+                raise
+            self.renderer_reason = (
+                f"the {self.renderer} pane failed ({type(exc).__name__}: {exc}); "
+                f"was: {self.renderer_reason}"
+            )
+            self.renderer = QIMAGE_RENDERER
+            panes = make_pane(self.renderer), make_pane(self.renderer)
+        _log.info("preview renderer: %s (%s)", self.renderer, self.renderer_reason)
+        return panes
+
     # -- the run -------------------------------------------------------------------------
 
     @property
     def handler(self) -> LiveHandler | LiveView | None:
         """The run (or live view) followed."""
         return self._handler
-
-    @property
-    def renderer(self) -> str:
-        """The rendering path the panes use, as the status bar names it."""
-        return RENDERER
 
     @property
     def core(self) -> Any:
@@ -396,6 +417,13 @@ class DenoisePreviewWidget(QWidget):
         """Copy what the panes display: ``(raw_rgba, denoised_rgba)``, ``(H, W, 4)`` uint8."""
         return self.raw_pane.rgba().copy(), self.denoised_pane.rgba().copy()
 
+    def grab_rendered(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read back what the panes draw on screen: ``(raw, denoised)`` RGBA, pane-sized.
+
+        The QImage panes paint into a pixmap; the OpenGL panes render their canvas.
+        """
+        return self.raw_pane.rendered(), self.denoised_pane.rendered()
+
     def status_text(self) -> str:
         """Return the status bar's text."""
         return self.status_label.text()
@@ -449,7 +477,7 @@ class DenoisePreviewWidget(QWidget):
             denoised_limits=(self.den_min.value(), self.den_max.value()),
         )
 
-    def _follow_view(self, other: ImagePane, view: tuple[float, ...]) -> None:
+    def _follow_view(self, other: ZoomPanPane, view: tuple[float, ...]) -> None:
         if self.link_views:
             other.set_view(*view)
 
@@ -460,7 +488,7 @@ class DenoisePreviewWidget(QWidget):
     def _show_status(self, now: float | None = None) -> None:
         s = self.state
         line = status_line(
-            s.stats, s.provenance, renderer=RENDERER, frame=s.frame, age_s=s.age_s(now)
+            s.stats, s.provenance, renderer=self.renderer, frame=s.frame, age_s=s.age_s(now)
         )
         notices = self.health.notices(s.stats, now)
         self._show_notices(line, notices)
