@@ -159,8 +159,18 @@ class Timed:
 
     def __init__(self, core: CMMCorePlus) -> None:
         self.t0 = self.t1 = 0.0
-        core.mda.events.sequenceStarted.connect(self._start)
-        core.mda.events.sequenceFinished.connect(self._end)
+        events = core.mda.events
+        if type(events).__name__.startswith("Q"):
+            # Qt signals: stamp on the acquisition thread, not when the GUI thread gets
+            # to a queued call (an MDA run with core.run_mda emits off the main thread).
+            from qtpy.QtCore import Qt
+
+            direct = Qt.ConnectionType.DirectConnection
+            events.sequenceStarted.connect(self._start, direct)
+            events.sequenceFinished.connect(self._end, direct)
+        else:
+            events.sequenceStarted.connect(self._start)
+            events.sequenceFinished.connect(self._end)
 
     def _start(self, *_: Any) -> None:
         self.t0 = time.perf_counter()
@@ -540,6 +550,7 @@ def main() -> None:
 
 def preview_main(repeats: int) -> None:
     """Measure what attaching the preview costs the camera, 512^2 and 2048^2, exposure 0."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # or run under xvfb-run
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])

@@ -19,14 +19,19 @@ import argparse
 
 import napari
 from napari_micromanager import MainWindow
+from pymmcore_plus import CMMCorePlus
 from qtpy.QtCore import QTimer
 
 from sn2n_live.preview import DenoisePreviewWidget
 
 
-def add_preview(viewer: napari.Viewer, model: str) -> DenoisePreviewWidget:
-    """Open napari-micromanager in ``viewer`` and dock the preview on its core."""
-    main_window = MainWindow(viewer)
+def add_preview(viewer: napari.Viewer, core: CMMCorePlus, model: str) -> DenoisePreviewWidget:
+    """Open napari-micromanager on ``core`` in ``viewer`` and dock the preview on it.
+
+    Load the configuration before: napari-micromanager replaces its core when a later
+    configuration needs another kind (Python devices), and the preview follows one core.
+    """
+    main_window = MainWindow(viewer, mmcore=core)
     viewer.window.add_dock_widget(main_window, name="Micro-Manager")
     preview = DenoisePreviewWidget(main_window.core, model=model)
     viewer.window.add_dock_widget(preview, name="sn2n-live preview", area="right")
@@ -40,10 +45,10 @@ def main() -> None:
     parser.add_argument("--screenshot", help="save the window after --seconds and exit")
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
+    core = CMMCorePlus()
+    core.loadSystemConfiguration()  # Micro-Manager's demo devices
     viewer = napari.Viewer()
-    preview = add_preview(viewer, args.model)
-    core = preview.core
-    core.loadSystemConfiguration()
+    add_preview(viewer, core, args.model)
     if args.screenshot:
         core.startContinuousSequenceAcquisition(0)
 

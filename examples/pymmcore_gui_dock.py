@@ -25,7 +25,8 @@ import os
 os.environ.setdefault("QT_API", "pyqt6")  # pymmcore-gui is a PyQt6 application
 
 from pymmcore_gui import MicroManagerGUI
-from pymmcore_gui._qt.QtAds import DockWidgetArea
+from pymmcore_gui._qt.QtAds import CDockWidget, DockWidgetArea
+from pymmcore_gui._qt.QtCore import QTimer
 from pymmcore_gui._qt.QtWidgets import QApplication, QWidget
 from pymmcore_gui.actions import WidgetActionInfo
 
@@ -46,6 +47,8 @@ def register_preview(model: str) -> None:
         text="sn2n-live preview",
         create_widget=create_preview,
         dock_area=DockWidgetArea.RightDockWidgetArea,
+        # The panes fit the dock (a scroll area would keep them at their minimum size).
+        scroll_mode=CDockWidget.eInsertMode.ForceNoScrollArea,
     )
 
 
@@ -53,13 +56,25 @@ def main() -> None:
     """Open pymmcore-gui with the preview docked."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a .sn2n model package")
+    parser.add_argument("--screenshot", help="start live mode, save the window, exit")
+    parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     app = QApplication([])
     register_preview(args.model)
     window = MicroManagerGUI()
     window.mmcore.loadSystemConfiguration()  # Micro-Manager's demo devices
     window.get_widget(PREVIEW_KEY)  # create and dock it now (else: Window menu)
+    window.resize(1600, 900)
     window.show()
+    if args.screenshot:
+        window.mmcore.startContinuousSequenceAcquisition(0)
+
+        def grab() -> None:
+            window.grab().save(args.screenshot)
+            window.mmcore.stopSequenceAcquisition()
+            window.close()
+
+        QTimer.singleShot(int(args.seconds * 1000), grab)
     app.exec()
 
 

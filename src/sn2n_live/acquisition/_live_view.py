@@ -151,7 +151,8 @@ class LiveView:
         self._gave_up = False
         self._last_error: str | None = None
         self._camera_rate = RateMeter(maxlen=_RATE_EVENTS)
-        self._denoise_rate = RateMeter()
+        # Pairs come seconds apart on a CPU: a 2 s window would often hold one (rate 0).
+        self._denoise_rate = RateMeter(window_s=10.0)
         self._latency = LatencyRecorder()
 
     # -- life cycle ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QCloseEvent
 from qtpy.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -164,6 +165,11 @@ class DenoisePreviewWidget(QWidget):
                 )
             denoiser = load_denoiser(model)
             self._own_view = LiveView(source, denoiser).start()
+            # A docked widget may be destroyed with its window and never get a close
+            # event; its worker must not be inside the engine when Python exits.
+            app = QApplication.instance()
+            if app is not None:
+                app.aboutToQuit.connect(self._own_view.stop)
             if provenance is None:
                 self.state.provenance = dict(denoiser.provenance)
             source = self._own_view
