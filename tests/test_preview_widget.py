@@ -356,3 +356,70 @@ def test_the_widget_follows_a_run_in_a_denoise_process(core, package, denoiser, 
     np.testing.assert_array_equal(raw_px, to_rgba(latest.raw, w.state.limits_raw))
     np.testing.assert_array_equal(den_px, to_rgba(latest.denoised, w.state.limits_denoised))
     assert w.banner_text() is None
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_run_with_risk_maps_shows_them_in_the_risk_overlay(
+    core, package, denoiser, qtbot, tmp_path, isolation
+):
+    # risk=True: every pair (saved or fresh) carries its hallucination-risk map, in
+    # process mode through the shared-memory pair slot; the overlay veils the pane red.
+    model = save_package(package, tmp_path / "model.sn2n") if isolation == "process" else denoiser
+    w = _widget(qtbot, denoiser, refresh_ms=20)
+    events = _events(8, interval_s=0.02)
+    run = tmp_path / "run"
+    with live_denoise(
+        core, model=model, out=run, events=events, isolation=isolation, risk=True
+    ) as h:
+        w.set_handler(h)
+        th, _ = _run_while_polling(core, w, h, events, qtbot)
+        th.join()
+    assert h.wait().status == "completed"
+    w.refresh()
+    latest = h.latest()
+    assert latest.risk is not None and latest.risk.shape == latest.raw.shape
+    assert latest.risk.dtype == np.float32 and 0 <= latest.risk.min() <= latest.risk.max() <= 1
+    np.testing.assert_array_equal(w.state.risk, latest.risk)
+    saved = zarr.open_group(run / "risk.ome.zarr", mode="r")["0"]
+    np.testing.assert_allclose(
+        np.asarray(saved[...]).reshape(-1, SIDE, SIDE)[-1], latest.risk, atol=1e-6
+    )
+    plain = w.grab_panes()[1]
+    w.set_overlay("risk", True)
+    veiled = w.grab_panes()[1]
+    from sn2n_live.preview import blend_risk
+
+    np.testing.assert_array_equal(veiled, blend_risk(plain, latest.risk))
+    if latest.risk.max() > 0:
+        assert (veiled != plain).any()
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_the_widefield_overlay_shows_the_newest_complete_sim_set(
+    core, package, denoiser, qtbot, tmp_path, isolation
+):
+    # While the widget polls, the handler sums each SIM set's raw frames (the raw writer
+    # in thread mode, the feeder in process mode); the widget shows the newest complete
+    # one in the raw pane when the widefield overlay is on.
+    from sn2n_live.acquisition import SIMPlan
+
+    plan = SIMPlan(n_angles=3, n_phases=3, pattern_source="metadata")
+    events = plan.expand(useq.MDASequence(time_plan={"interval": 0.05, "loops": 4}))
+    model = save_package(package, tmp_path / "model.sn2n") if isolation == "process" else denoiser
+    w = _widget(qtbot, denoiser, refresh_ms=20)
+    run = tmp_path / "run"
+    with live_denoise(core, model=model, out=run, events=events, isolation=isolation) as h:
+        w.set_handler(h)
+        th, _ = _run_while_polling(core, w, h, events, qtbot)
+        th.join()
+    assert h.wait().status == "completed"
+    w.refresh()
+    widefield = h.latest_widefield()
+    assert widefield is not None and widefield.dtype == np.float32
+    raw = np.asarray(zarr.open_group(run / "raw.ome.zarr", mode="r")["0"][...])
+    last_set = raw.reshape(-1, SIDE, SIDE)[-9:].astype(np.float64)
+    np.testing.assert_allclose(widefield, last_set.mean(axis=0), rtol=1e-5)
+    assert w.state.widefield is widefield
+    w.set_overlay("widefield", True)
+    raw_px, _ = w.grab_panes()
+    np.testing.assert_array_equal(raw_px, to_rgba(widefield, w.state.limits_raw))

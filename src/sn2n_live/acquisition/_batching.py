@@ -22,6 +22,7 @@ __all__ = [
     "Admission",
     "PendingFrame",
     "SetTag",
+    "SetWidefield",
     "admit",
     "complete_batch",
     "hold_for_raw",
@@ -95,6 +96,37 @@ class PendingFrame:
     def spilled(self) -> PendingFrame:
         """Return the same frame queued as its position only (pixels re-read later)."""
         return PendingFrame(self.seq, self.pos, None, self.event, self.meta, self.t, 0, self._tag)
+
+
+class SetWidefield:
+    """The widefield image of the newest complete SIM set: its raw frames' mean.
+
+    Frames are added in arrival order from one thread; a frame of another set (or of
+    another shape) starts the sum again, so an incomplete set is never shown. Reading
+    :attr:`latest` from another thread is safe (one reference, swapped when a set ends).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[tuple[str, int], ...] | None = None
+        self._sum: np.ndarray | None = None
+        self._n = 0
+        self.latest: np.ndarray | None = None
+
+    def add(self, tag: SetTag, image: np.ndarray) -> None:
+        """Add one raw frame of set ``tag`` (frames outside SIM sets are ignored)."""
+        if tag.size <= 1:
+            return
+        if tag.key != self._key or self._sum is None or self._sum.shape != image.shape:
+            self._key, self._sum, self._n = tag.key, np.zeros(image.shape, np.float32), 0
+        self._sum += image
+        self._n += 1
+        if self._n == tag.size:
+            self._sum /= np.float32(self._n)
+            self.latest, self._sum, self._key = self._sum, None, None
+
+    def reset(self) -> None:
+        """Forget the set being summed (frames were missed: it cannot complete)."""
+        self._key, self._sum, self._n = None, None, 0
 
 
 class Admission(StrEnum):

@@ -113,6 +113,10 @@ class LatestPair:
     fresh : bool
         True for a preview pair: the newest frame, denoised ahead of the saving order
         while the saved stream catches up (its saved twin comes later, computed alike).
+    risk : numpy.ndarray or None
+        float32 hallucination-risk map of the denoised frame (0..1, see
+        :func:`sn2n_live.method.hallucination_risk`) when the run computes one
+        (``risk=True``, a profile's ``denoise.risk``); None otherwise.
     """
 
     frame: int
@@ -123,6 +127,7 @@ class LatestPair:
     data_check: str | None = None
     arrived: float | None = None
     fresh: bool = False
+    risk: np.ndarray | None = None
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the frame arrived (None if its arrival is unknown)."""
@@ -267,6 +272,10 @@ class LiveHandler(Protocol):
 
     def latest_raw(self) -> np.ndarray | None:
         """Newest raw frame received."""
+        ...
+
+    def latest_widefield(self) -> np.ndarray | None:
+        """Widefield of the newest complete SIM set (summed while a preview polls)."""
         ...
 
     def stats(self) -> LiveStats:

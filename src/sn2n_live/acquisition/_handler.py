@@ -195,6 +195,13 @@ class LiveDenoiseHandler:
         """Newest raw frame received, denoised or not (thread-safe)."""
         return self._pipeline.latest_raw()
 
+    def latest_widefield(self) -> np.ndarray | None:
+        """Widefield (mean of the raw frames) of the newest complete SIM set.
+
+        Summed only while a preview polls :meth:`latest` (None before, and outside SIM).
+        """
+        return self._pipeline.latest_widefield()
+
     def stats(self) -> LiveStats:
         """Return a snapshot of the run's live statistics (thread-safe)."""
         return self._pipeline.stats()

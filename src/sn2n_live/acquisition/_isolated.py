@@ -49,6 +49,7 @@ import numpy as np
 import useq
 
 from sn2n_live.acquisition import _transport as tp
+from sn2n_live.acquisition._batching import SetWidefield, set_tag
 from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
     LatestPair,
@@ -189,6 +190,8 @@ class ProcessLiveDenoiseHandler:
         self._pair_waiting: tp.PairReady | None = None  # the newest pair until taken
         self._pair_lock = threading.Lock()
         self._latest_raw: np.ndarray | None = None
+        self._widefield = SetWidefield()  # feeder thread; only while a preview watches
+        self._preview_until = 0.0
         self._stats: LiveStats | None = None
         self._summary: RunSummary | None = None
         self._errors = ErrorLog()
@@ -241,6 +244,7 @@ class ProcessLiveDenoiseHandler:
         denoised ahead of the saving order while the saved stream is behind).
         """
         until = time.perf_counter() + PREVIEW_WATCH_S
+        self._preview_until = until
         self._counters[tp.SharedCounters.PREVIEW_UNTIL_US] = int(until * 1e6)
         if self._pair_waiting is not None:
             self._take_pair()
@@ -249,6 +253,14 @@ class ProcessLiveDenoiseHandler:
     def latest_raw(self) -> np.ndarray | None:
         """Newest raw frame received, denoised or not."""
         return self._latest_raw
+
+    def latest_widefield(self) -> np.ndarray | None:
+        """Widefield (mean of the raw frames) of the newest complete SIM set.
+
+        Summed in this process by the feeder, only while a preview polls :meth:`latest`
+        (None before, and outside SIM).
+        """
+        return self._widefield.latest
 
     def stats(self) -> LiveStats:
         """Newest live statistics from the denoise process (every ``stats_interval_s``)."""
@@ -385,6 +397,10 @@ class ProcessLiveDenoiseHandler:
 
     def _feed_frame(self, arrived: _Arrived) -> None:
         seq, img, event = arrived.seq, arrived.image, arrived.event
+        if time.perf_counter() < self._preview_until:
+            self._widefield.add(set_tag(event), img)
+        else:
+            self._widefield.reset()
         meta = arrived.meta or {}
         small = {k: meta[k] for k in _META_KEYS if k in meta}
         index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}

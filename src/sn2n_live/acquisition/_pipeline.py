@@ -43,6 +43,7 @@ from sn2n_live.acquisition._batching import (
     SIM_KEY,
     Admission,
     PendingFrame,
+    SetWidefield,
     admit,
     complete_batch,
     hold_for_raw,
@@ -381,6 +382,7 @@ class LivePipeline:
         self._end_lock = threading.Lock()
         self._latest: LatestPair | None = None
         self._latest_raw: np.ndarray | None = None
+        self._widefield = SetWidefield()  # raw writer thread; only while someone watches
         self._summary: RunSummary | None = None
         self._sequence_doc: Any = None
         self._threads: list[threading.Thread] = []
@@ -434,6 +436,10 @@ class LivePipeline:
     def latest_raw(self) -> np.ndarray | None:
         """Newest raw frame received, denoised or not (thread-safe)."""
         return self._latest_raw
+
+    def latest_widefield(self) -> np.ndarray | None:
+        """Widefield (mean) of the newest complete SIM set seen while a preview watched."""
+        return self._widefield.latest
 
     def stats(self) -> LiveStats:
         """Return a snapshot of the run's live statistics (thread-safe)."""
@@ -686,6 +692,11 @@ class LivePipeline:
         else:
             writer.append_raw(item.pos, image, md)
             self.record.counts.raw_written += 1
+        # Summed only while a preview asks (one add per frame), so nobody else pays.
+        if time.perf_counter() < self.preview_deadline:
+            self._widefield.add(item.tag, image)
+        else:
+            self._widefield.reset()
 
     def _raw_failure(self, writer: RunWriter, item: PendingFrame, exc: Exception) -> None:
         first = not self._raw_failed
@@ -785,8 +796,13 @@ class LivePipeline:
         if not due or item is None or item.image is None:
             return
         image = item.image
+        risk_map = None
         try:
-            denoised = np.asarray(self._denoiser.denoise(image[None]))[0]
+            if self._risk:  # computed alike to the saved twin, risk map included
+                result = self._denoiser.denoise(image[None], risk=True)  # type: ignore[call-arg]
+                denoised, risk_map = np.asarray(result.image)[0], np.asarray(result.risk)[0]
+            else:
+                denoised = np.asarray(self._denoiser.denoise(image[None]))[0]
         except Exception as exc:
             self.record.errors.add("preview", exc, item.seq)
             return
@@ -803,6 +819,7 @@ class LivePipeline:
                 latency_ms=round(self._preview_cost * 1e3, 3),
                 arrived=item.t,
                 fresh=True,
+                risk=risk_map,
             )
         )
 
@@ -1014,6 +1031,7 @@ class LivePipeline:
             latency_ms=round((time.perf_counter() - last.t) * 1e3, 3),
             data_check=None if checks is None or checks[-1] is None else checks[-1][1],
             arrived=last.t,
+            risk=None if risk_maps is None else risk_maps[-1],
         )
         self._publish(pair)
 

@@ -149,6 +149,7 @@ class PairReady(NamedTuple):
     data_check: str | None
     arrived: float | None
     fresh: bool
+    has_risk: bool = False
 
 
 class RawFailed(NamedTuple):
@@ -263,8 +264,8 @@ class PairSlot:
 
     @staticmethod
     def bytes_for(frame: np.ndarray) -> int:
-        """Room for a raw frame and its (at most 4 bytes/pixel) denoised twin."""
-        return aligned(frame.nbytes) + 4 * frame.size
+        """Room for a raw frame, its (at most 4 bytes/pixel) denoised twin and risk map."""
+        return aligned(frame.nbytes) + 2 * aligned(4 * frame.size)
 
     def publish(self, pair: LatestPair, gen: int) -> PairReady:
         """Write ``pair`` under generation ``gen`` (even); return its message."""
@@ -274,6 +275,10 @@ class PairSlot:
         buf = self.shm.buf
         np.copyto(np.ndarray(raw.shape, raw.dtype, buffer=buf), raw)
         np.copyto(np.ndarray(den.shape, den.dtype, buffer=buf, offset=aligned(raw.nbytes)), den)
+        if pair.risk is not None:
+            offset = aligned(raw.nbytes) + aligned(4 * raw.size)
+            risk = np.ndarray(raw.shape, np.float32, buffer=buf, offset=offset)
+            np.copyto(risk, pair.risk, casting="same_kind")
         c[c.PAIR_GEN] = gen
         return PairReady(
             gen,
@@ -285,6 +290,7 @@ class PairSlot:
             pair.data_check,
             pair.arrived,
             pair.fresh,
+            pair.risk is not None,
         )
 
     def take(self, ready: PairReady) -> LatestPair | None:
@@ -298,6 +304,10 @@ class PairSlot:
         den_shape, den_dtype = ready.den_spec
         offset = aligned(raw.nbytes)
         den = np.ndarray(den_shape, np.dtype(den_dtype), buffer=buf, offset=offset).copy()
+        risk = None
+        if ready.has_risk:
+            offset = aligned(raw.nbytes) + aligned(4 * raw.size)
+            risk = np.ndarray(raw_shape, np.float32, buffer=buf, offset=offset).copy()
         if c[c.PAIR_GEN] != ready.gen:  # overwritten while copying
             return None
         c[c.PAIR_TAKEN] = ready.gen
@@ -310,6 +320,7 @@ class PairSlot:
             ready.data_check,
             ready.arrived,
             ready.fresh,
+            risk,
         )
 
 

@@ -175,8 +175,7 @@ class PreviewState:
             return False
         now = time.perf_counter() if now is None else now
         self.raw, self.denoised = pair.raw, pair.denoised
-        # LatestPair has no risk map yet; a pair that carries one is shown with it.
-        self.risk = getattr(pair, "risk", None)
+        self.risk = pair.risk  # None unless the run computes risk maps
         self.frame, self.index = pair.frame, dict(pair.index)
         self.latency_ms, self.data_check = pair.latency_ms, pair.data_check
         self._seen_at = now

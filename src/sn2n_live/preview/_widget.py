@@ -338,6 +338,12 @@ class DenoisePreviewWidget(QWidget):
             self._inbox.on_finished(summary)
         self.health.raw_failure = raw_failure
         self.health.final_status = None if summary is None else summary.status
+        if not isinstance(handler, LiveView):
+            widefield = handler.latest_widefield()
+            if widefield is not None and widefield is not self.state.widefield:
+                self.state.widefield = widefield
+                if "widefield" in self.state.overlays:
+                    self._render()
         self.show_pair(handler.latest(), handler.stats())
 
     def show_pair(self, pair: LatestPair | None, stats: LiveStats | None = None) -> None:
