@@ -1,5 +1,6 @@
 """The live pipeline's pure decisions, from tables of cases (acquisition/_batching.py)."""
 
+import numpy as np
 import pytest
 import useq
 
@@ -144,3 +145,30 @@ def test_the_preview_lane_runs_only_when_watched_and_due(
 )
 def test_a_watched_run_may_split_sets_into_short_batches(spec, max_batch, take):
     assert complete_batch(_tags(spec), False, max_batch, split_sets=True) == take
+
+
+def test_byte_rate_is_the_bytes_written_in_its_window():
+    from sn2n_live.acquisition._stats import ByteRate
+
+    rate = ByteRate(window_s=2.0)
+    assert rate.mib_per_s(now=0.0) == 0.0
+    for i in range(11):  # 1 MiB every 0.1 s for 1 s: 10 MiB/s
+        rate.add(2**20, t=10.0 + 0.1 * i)
+    assert abs(rate.mib_per_s(now=11.0) - 10.0) < 1e-6
+    assert rate.mib_per_s(now=20.0) == 0.0  # nothing written in the last 2 s
+
+
+def test_set_widefield_shows_only_complete_sets():
+    from sn2n_live.acquisition._batching import SetTag, SetWidefield
+
+    wf = SetWidefield()
+    a, b = SetTag(3, (("t", 0),)), SetTag(3, (("t", 1),))
+    wf.add(a, np.full((2, 2), 3, np.uint16))
+    wf.add(a, np.full((2, 2), 6, np.uint16))
+    assert wf.latest is None  # 2 of 3
+    wf.add(b, np.full((2, 2), 9, np.uint16))  # another set: the first cannot complete
+    wf.add(b, np.full((2, 2), 9, np.uint16))
+    wf.add(b, np.full((2, 2), 12, np.uint16))
+    np.testing.assert_array_equal(wf.latest, np.full((2, 2), 10, np.float32))
+    wf.add(SetTag(1, ()), np.zeros((2, 2), np.uint16))  # outside SIM: ignored
+    np.testing.assert_array_equal(wf.latest, np.full((2, 2), 10, np.float32))

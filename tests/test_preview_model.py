@@ -1,6 +1,6 @@
 """The preview's model: what is shown, the panes' composition, warnings, the status line."""
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -33,15 +33,9 @@ def _stats(**kw) -> LiveStats:
         "denoised_written": 8, "denoised_missing": 0, "queue_depth": 2, "queued_mb": 0.1,
         "spilled": 0, "raw_backlog": 0, "frames_behind": 2, "camera_fps": 99.94,
         "denoise_fps": 97.06, "latency_p50_ms": 12.04, "latency_p99_ms": 30.55,
+        "disk_mb_s": 25.06,
     }  # fmt: skip
     return LiveStats(**{**base, **kw})
-
-
-@dataclass(frozen=True)
-class RiskPair(LatestPair):
-    """A pair that carries a risk map, as LatestPair may one day."""
-
-    risk: np.ndarray | None = None
 
 
 def test_take_shows_a_new_pair_once_without_copying():
@@ -147,7 +141,7 @@ def test_overlays_change_their_pane_and_off_restores_it():
     state = PreviewState()
     risk = np.zeros((16, 16), np.float32)
     risk[:4] = 1.0
-    state.take(RiskPair(**{**_pair().__dict__, "risk": risk}))
+    state.take(LatestPair(**{**_pair().__dict__, "risk": risk}))
     raw0, den0 = render_panes(state)
     state.overlays.add("residual")
     raw1, den1 = render_panes(state)
@@ -169,7 +163,7 @@ def test_overlays_change_their_pane_and_off_restores_it():
 
 def test_risk_of_another_shape_is_not_drawn():
     state = PreviewState(overlays={"risk"})
-    state.take(RiskPair(**{**_pair().__dict__, "risk": np.ones((4, 4))}))
+    state.take(LatestPair(**{**_pair().__dict__, "risk": np.ones((4, 4))}))
     np.testing.assert_array_equal(render_panes(state)[1], to_rgba(DEN, state.limits_denoised))
 
 
@@ -195,7 +189,8 @@ def test_status_line_carries_the_stats_numbers():
     )  # fmt: skip
     assert line == (
         "acquiring · camera 99.9 fps · denoise 97.1 fps · latency p50/p99 12.0/30.6 ms · "
-        "behind 2 · queue 2 · abcdef12 torch fp16 · frame 41 (0.05 s) · QImage"
+        "behind 2 · queue 2 · disk 25.1 MiB/s · abcdef12 torch fp16 · frame 41 (0.05 s) · "
+        "QImage"
     )
     assert status_line(None, {}, renderer="QImage") == "no run · QImage"
     no_latency = status_line(_stats(latency_p50_ms=None, latency_p99_ms=None), {}, renderer="R")

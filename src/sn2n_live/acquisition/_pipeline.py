@@ -468,6 +468,7 @@ class LivePipeline:
             latency_p50_ms=p50,
             latency_p99_ms=p99,
             frames_expected=None if self._layout is None else self._layout.n_frames,
+            disk_mb_s=round(record.disk_rate.mib_per_s(now), 2),
         )
 
     def wait(
@@ -692,6 +693,7 @@ class LivePipeline:
         else:
             writer.append_raw(item.pos, image, md)
             self.record.counts.raw_written += 1
+            self.record.disk_rate.add(image.nbytes)
         # Summed only while a preview asks (one add per frame), so nobody else pays.
         if time.perf_counter() < self.preview_deadline:
             self._widefield.add(item.tag, image)
@@ -1011,11 +1013,13 @@ class LivePipeline:
             }
             assert item.pos is not None
             writer.append_denoised(item.pos, den, md)
+            record.disk_rate.add(den.nbytes)
             if risk_maps is not None and record.risk_fractions is not None:
                 fraction = float(fractions[i])
                 md_risk = {**frame_metadata(item), "risk_fraction": round(fraction, 6)}
                 writer.append_risk(item.pos, risk_maps[i], md_risk)
                 record.risk_fractions.append(fraction)
+                record.disk_rate.add(risk_maps[i].nbytes)
             now = time.perf_counter()
             record.latency.add((now - item.t) * 1e3)
             record.denoise_rate.add(now)

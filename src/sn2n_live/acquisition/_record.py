@@ -48,7 +48,7 @@ import numpy as np
 from psygnal import EmitLoopError
 
 from sn2n_live.acquisition._contracts import RunStatus, RunSummary
-from sn2n_live.acquisition._stats import LatencyRecorder, RangeList, RateMeter
+from sn2n_live.acquisition._stats import ByteRate, LatencyRecorder, RangeList, RateMeter
 from sn2n_live.acquisition._writers import RUN_JSON, write_json_atomic
 
 __all__ = [
@@ -218,6 +218,7 @@ class RunRecord:
         self.latency = LatencyRecorder()
         self.camera_rate = RateMeter()
         self.denoise_rate = RateMeter()
+        self.disk_rate = ByteRate()  # bytes the writers append (raw, denoised, risk)
         self.risk_fractions: list[float] | None = None  # denoise worker, in frame order
         self.canceled = False
         self._notes: list[str] = []

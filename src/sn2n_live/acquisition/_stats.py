@@ -7,6 +7,7 @@ reads: the handler's threads own the writers, previews only read snapshots.
 from __future__ import annotations
 
 import threading
+import time
 from array import array
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LatencyRecorder", "LiveStats", "RangeList", "RateMeter"]
+__all__ = ["ByteRate", "LatencyRecorder", "LiveStats", "RangeList", "RateMeter"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class LiveStats:
         Frame arrival to denoised frame written, over the last 512 frames.
     frames_expected : int or None
         Frames the sequence will acquire, when its events were given up front.
+    disk_mb_s : float
+        MiB per second appended to the stores (raw, denoised, risk) over the last ~2 s.
     """
 
     state: str
@@ -72,6 +75,7 @@ class LiveStats:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     frames_expected: int | None = None
+    disk_mb_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the snapshot as a JSON-serializable dict."""
@@ -109,6 +113,32 @@ class RateMeter:
             return 0.0
         span = recent[-1] - recent[0]
         return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+class ByteRate:
+    """Bytes per second over a sliding window (e.g. what the writers put on disk).
+
+    One thread adds (the writers' threads share it: ``deque.append`` is atomic), any
+    thread reads.
+    """
+
+    def __init__(self, window_s: float = 2.0, maxlen: int = 8192) -> None:
+        self._window_s = window_s
+        self._events: deque[tuple[float, int]] = deque(maxlen=maxlen)
+
+    def add(self, nbytes: int, t: float | None = None) -> None:
+        """Record ``nbytes`` written at time ``t`` (default: now, perf_counter)."""
+        self._events.append((time.perf_counter() if t is None else t, int(nbytes)))
+
+    def mib_per_s(self, now: float | None = None) -> float:
+        """MiB per second in the window ending at ``now`` (0 with fewer than 2 writes)."""
+        events = list(self._events)
+        end = time.perf_counter() if now is None else now
+        recent = [(t, n) for t, n in events if t >= end - self._window_s]
+        if len(recent) < 2:
+            return 0.0
+        span = max(end - recent[0][0], 1e-6)
+        return sum(n for _, n in recent[1:]) / span / 2**20
 
 
 class LatencyRecorder:

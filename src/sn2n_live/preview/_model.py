@@ -361,8 +361,8 @@ def status_line(
     -------
     str
         e.g. ``"acquiring · camera 98.0 fps · denoise 97.1 fps · latency p50/p99
-        12.0/30.5 ms · behind 2 · queue 2 · 1ad8149b torch fp32 · frame 41 (0.05 s) ·
-        QImage"``.
+        12.0/30.5 ms · behind 2 · queue 2 · disk 25.1 MiB/s · 1ad8149b torch fp32 ·
+        frame 41 (0.05 s) · QImage"``.
     """
     parts = []
     if stats is None:
@@ -375,6 +375,7 @@ def status_line(
             f"latency p50/p99 {_ms(stats.latency_p50_ms)}/{_ms(stats.latency_p99_ms)} ms",
             f"behind {stats.frames_behind}",
             f"queue {stats.queue_depth}",
+            f"disk {stats.disk_mb_s:.1f} MiB/s",
         ]
     label = model_label(provenance)
     if label:
