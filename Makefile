@@ -37,11 +37,13 @@ xvfb:
 	elif ! command -v apt-get >/dev/null 2>&1; then \
 		echo "make xvfb: no apt-get here; install Xvfb (xvfb-run) and Mesa GL yourself."; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $(XVFB_PACKAGES); \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(XVFB_PACKAGES); } || \
+			echo "make xvfb: apt-get failed (offline?); the screen test needs xvfb-run."; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $(XVFB_PACKAGES); \
+		{ sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(XVFB_PACKAGES); } || \
+			echo "make xvfb: apt-get failed (offline?); the screen test needs xvfb-run."; \
 	else \
 		echo "make xvfb: not root and no password-less sudo; to run the screen test:"; \
 		echo "  sudo apt-get install -y --no-install-recommends $(XVFB_PACKAGES)"; \
