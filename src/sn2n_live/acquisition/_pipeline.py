@@ -468,7 +468,7 @@ class LivePipeline:
             latency_p50_ms=p50,
             latency_p99_ms=p99,
             frames_expected=None if self._layout is None else self._layout.n_frames,
-            disk_mb_s=round(record.disk_rate.mib_per_s(now), 2),
+            disk_mb_s=round(record.disk_rate.mib_per_s(now if t.t_done is None else None), 2),
         )
 
     def wait(

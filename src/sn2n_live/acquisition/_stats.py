@@ -131,9 +131,11 @@ class ByteRate:
         self._events.append((time.perf_counter() if t is None else t, int(nbytes)))
 
     def mib_per_s(self, now: float | None = None) -> float:
-        """MiB per second in the window ending at ``now`` (0 with fewer than 2 writes)."""
+        """MiB/s in the window ending at ``now`` (default: the last write; 0 if < 2)."""
         events = list(self._events)
-        end = time.perf_counter() if now is None else now
+        if not events:
+            return 0.0
+        end = events[-1][0] if now is None else now
         recent = [(t, n) for t, n in events if t >= end - self._window_s]
         if len(recent) < 2:
             return 0.0

@@ -9,15 +9,17 @@ only when a new one (or a new setting) is there. The handler's ``raw_failed`` an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtGui import QCloseEvent
 from qtpy.QtWidgets import (
     QApplication,
@@ -99,6 +101,12 @@ class _Inbox:
 class DenoisePreviewWidget(QWidget):
     """Raw and denoised side by side, following a live-denoise run or live mode.
 
+    The timer's polls render new pairs on a worker thread (contrast, colormap and
+    overlays are numpy work on two frames, ~40 ms at 2048^2): the GUI thread only
+    hands the finished pixels to the panes, so it never freezes for a render.
+    :meth:`refresh`, :meth:`show_pair` and the settings render at once, on the caller's
+    thread (replays, scripts, tests read the panes right after).
+
     Three ways in: a run's handler (``live_denoise``), a :class:`LiveView`, or a core and
     a model (``DenoisePreviewWidget(mmcore, model="sample.sn2n")``, what an app docks):
     the widget then makes its own :class:`LiveView` on that core, which denoises the
@@ -127,6 +135,9 @@ class DenoisePreviewWidget(QWidget):
         Qt parent.
     """
 
+    # Emitted by the render worker when a background render is ready (queued to the GUI).
+    _render_done = Signal()
+
     def __init__(
         self,
         source: Any = None,
@@ -151,6 +162,13 @@ class DenoisePreviewWidget(QWidget):
         self._own_view: LiveView | None = None  # made here from a core: stopped on close
         self._inbox = _Inbox()
         self._connected: Any = None  # the events our inbox is connected to
+        self._render_pool: ThreadPoolExecutor | None = None  # made on the first poll
+        # The render in flight and the generation it renders.
+        self._render_job: tuple[int, Future[tuple[PreviewState, np.ndarray, np.ndarray]]] | None
+        self._render_job = None
+        self._render_generation = 0  # renders older than the newest are dropped
+        self._render_again = False
+        self._render_done.connect(self._apply_background_render)
         self._timer = QTimer(self)
         self._timer.setInterval(int(refresh_ms))
         self._timer.timeout.connect(self._on_timer)
@@ -324,8 +342,12 @@ class DenoisePreviewWidget(QWidget):
             events.raw_failed.disconnect(self._inbox.on_raw_failed, missing_ok=True)
             events.finished.disconnect(self._inbox.on_finished, missing_ok=True)
 
-    def refresh(self) -> None:
-        """Poll the handler once: newest pair, statistics, failures (what the timer does)."""
+    def refresh(self, *, background: bool = False) -> None:
+        """Poll the handler once: newest pair, statistics, failures (what the timer does).
+
+        ``background``: render a new pair on the worker thread (the timer's way);
+        default: at once, on this thread.
+        """
         handler = self._handler
         if handler is None:
             return
@@ -344,19 +366,25 @@ class DenoisePreviewWidget(QWidget):
                 self.state.widefield = widefield
                 if "widefield" in self.state.overlays:
                     self._render()
-        self.show_pair(handler.latest(), handler.stats())
+        self.show_pair(handler.latest(), handler.stats(), background=background)
 
-    def show_pair(self, pair: LatestPair | None, stats: LiveStats | None = None) -> None:
+    def show_pair(
+        self, pair: LatestPair | None, stats: LiveStats | None = None, *, background: bool = False
+    ) -> None:
         """Display one pair and statistics snapshot (what :meth:`refresh` polled).
 
-        Also usable without a handler (replays, tests). Renders only when the pair is new.
+        Also usable without a handler (replays, tests). Renders only when the pair is new;
+        ``background`` renders it on the worker thread.
         """
         now = time.perf_counter()
         if stats is not None:
             self.state.stats = stats
             self.health.update(stats, now)
         if self.state.take(pair, now):
-            self._render()
+            if background:
+                self._render_in_background()
+            else:
+                self._render()
         self._show_status(now)
 
     def set_widefield(self, image: np.ndarray | None) -> None:
@@ -447,10 +475,55 @@ class DenoisePreviewWidget(QWidget):
     # -- internals -----------------------------------------------------------------------
 
     def _render(self) -> None:
+        self._render_generation += 1  # a background render still running is outdated
         raw_rgba, den_rgba = render_panes(self.state)
+        self._show_rendered(raw_rgba, den_rgba)
+
+    def _show_rendered(self, raw_rgba: np.ndarray, den_rgba: np.ndarray) -> None:
         self.raw_pane.set_image(raw_rgba)
         self.denoised_pane.set_image(den_rgba)
         self._sync_controls()
+
+    def _render_in_background(self) -> None:
+        """Render the state on the worker (one at a time; a newer pair waits for it)."""
+        if self._render_job is not None:
+            self._render_again = True
+            return
+        if self._render_pool is None:
+            self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="sn2n-preview-render")
+        self._render_generation += 1
+        generation = self._render_generation
+        # A shallow copy: the arrays are immutable by contract; render_panes writes only
+        # the limits, which come back with the pixels.
+        snapshot = dataclasses.replace(self.state, overlays=set(self.state.overlays))
+
+        def render() -> tuple[PreviewState, np.ndarray, np.ndarray]:
+            try:
+                return (snapshot, *render_panes(snapshot))
+            finally:
+                self._render_done.emit()
+
+        self._render_job = (generation, self._render_pool.submit(render))
+
+    def _apply_background_render(self) -> None:
+        if self._render_job is None or not self._render_job[1].done():
+            return
+        generation, job = self._render_job
+        self._render_job = None
+        try:
+            snapshot, raw_rgba, den_rgba = job.result()
+        except Exception as exc:  # shown like a failed poll: loudly, once
+            self._timer.stop()
+            self.banner.setText(f"The preview stopped: {type(exc).__name__}: {exc}")
+            self.banner.show()
+            return
+        if generation == self._render_generation:
+            self.state.limits_raw = snapshot.limits_raw
+            self.state.limits_denoised = snapshot.limits_denoised
+            self._show_rendered(raw_rgba, den_rgba)
+        if self._render_again:
+            self._render_again = False
+            self._render_in_background()
 
     def _sync_controls(self) -> None:
         """Show the state in the controls (auto limits too), without re-entering it."""
@@ -521,7 +594,7 @@ class DenoisePreviewWidget(QWidget):
     def _on_timer(self) -> None:
         # A poll that raises would raise again every 100 ms: stop and say so, loudly.
         try:
-            self.refresh()
+            self.refresh(background=True)
         except Exception as exc:
             self._timer.stop()
             self.banner.setText(f"The preview stopped: {type(exc).__name__}: {exc}")
@@ -536,6 +609,9 @@ class DenoisePreviewWidget(QWidget):
         self._disconnect()
         if self._own_view is not None:
             self._own_view.stop()
+        if self._render_pool is not None:
+            self._render_pool.shutdown(wait=True)  # a render takes tens of ms at most
+            self._render_pool = None
         super().closeEvent(event)
 
 
