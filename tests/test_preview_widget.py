@@ -423,3 +423,29 @@ def test_the_widefield_overlay_shows_the_newest_complete_sim_set(
     w.set_overlay("widefield", True)
     raw_px, _ = w.grab_panes()
     np.testing.assert_array_equal(raw_px, to_rgba(widefield, w.state.limits_raw))
+
+
+def test_the_timer_renders_new_pairs_off_the_gui_thread(core, denoiser, qtbot, tmp_path):
+    # The timer's polls hand new pairs to the render worker; its pixels reach the panes
+    # (the GUI thread only shows them), exactly as a render on the GUI thread would be.
+    w = _widget(qtbot, denoiser, refresh_ms=20)
+    events = _events(16, interval_s=0.02)
+    with live_denoise(
+        core, model=denoiser, out=tmp_path / "run", events=events, isolation="thread"
+    ) as h:
+        w.set_handler(h)
+        th, _ = _run_while_polling(core, w, h, events, qtbot)
+        th.join()
+    latest = h.latest()
+    qtbot.waitUntil(
+        lambda: w.state.frame == latest.frame and w._render_job is None, timeout=WAIT_MS
+    )
+    threads = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("sn2n-preview-render") for name in threads)
+    raw_px, den_px = w.grab_panes()
+    np.testing.assert_array_equal(raw_px, to_rgba(latest.raw, w.state.limits_raw))
+    np.testing.assert_array_equal(den_px, to_rgba(latest.denoised, w.state.limits_denoised))
+    w.close()
+    assert not any(
+        t.name.startswith("sn2n-preview-render") and t.is_alive() for t in threading.enumerate()
+    ), "closing the widget leaves its render worker running"

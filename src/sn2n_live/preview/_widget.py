@@ -498,12 +498,12 @@ class DenoisePreviewWidget(QWidget):
         snapshot = dataclasses.replace(self.state, overlays=set(self.state.overlays))
 
         def render() -> tuple[PreviewState, np.ndarray, np.ndarray]:
-            try:
-                return (snapshot, *render_panes(snapshot))
-            finally:
-                self._render_done.emit()
+            return (snapshot, *render_panes(snapshot))
 
-        self._render_job = (generation, self._render_pool.submit(render))
+        job = self._render_pool.submit(render)
+        self._render_job = (generation, job)
+        # Done callbacks run once the result is set; the signal is queued to this thread.
+        job.add_done_callback(lambda _: self._render_done.emit())
 
     def _apply_background_render(self) -> None:
         if self._render_job is None or not self._render_job[1].done():
@@ -594,6 +594,7 @@ class DenoisePreviewWidget(QWidget):
     def _on_timer(self) -> None:
         # A poll that raises would raise again every 100 ms: stop and say so, loudly.
         try:
+            self._apply_background_render()  # in case its signal came before the result
             self.refresh(background=True)
         except Exception as exc:
             self._timer.stop()
