@@ -5,15 +5,18 @@ A DemoCamera at 512^2 with a 10 ms exposure (~80 fps) runs a time-lapse under
 a few frames a second, so the saved stream falls far behind. A preview polls
 ``handler.latest()`` at 10 Hz during the acquisition, as the viewer does; each poll
 records the age of the pair it got (now minus the frame's arrival) and whether it came
-from the preview lane or from the saving order. Both isolations, the default first.
+from the preview lane or from the saving order. Both isolations on torch-cpu (a ``.sn2n``
+path), then process isolation on onnxruntime-cpu (a factory, as ``sn2n-live acquire``
+builds from a profile).
 
 Writes ``benchmarks/results/preview_freshness.json``. Usage::
 
-    python benchmarks/preview_freshness.py          # ~1 min on 2 CPU cores
+    python benchmarks/preview_freshness.py          # ~2 min on 2 CPU cores
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -30,13 +33,16 @@ import useq
 
 from acquisition_overhead import democam
 from sn2n_live.acquisition import live_denoise, release_core
+from sn2n_live.engine import build_denoiser
 from sn2n_live.method import ModelPackage, save_package
 from sn2n_live.method._unet import PRESETS
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def watched_run(model: Path, out: Path, isolation: str | None, frames: int) -> dict[str, Any]:
+def watched_run(
+    model: Any, out: Path, isolation: str | None, frames: int, engine: str
+) -> dict[str, Any]:
     core = democam(512, exposure_ms=10.0)
     seq = useq.MDASequence(time_plan={"interval": 0, "loops": frames})
     polls: list[tuple[float, bool, int]] = []
@@ -67,6 +73,7 @@ def watched_run(model: Path, out: Path, isolation: str | None, frames: int) -> d
     ages = np.array([a for a, _, _ in polls])
     return {
         "isolation": isolation or "default",
+        "engine": engine,
         "frames": frames,
         "camera_fps": round(frames / acquisition_s, 1),
         "polls": len(polls),
@@ -94,9 +101,18 @@ def main() -> None:
         "runs": [],
     }
     try:
-        model = save_package(ModelPackage.untrained(PRESETS["lite"]), tmp / "lite.sn2n")
-        for isolation in (None, "thread"):
-            run = watched_run(model, tmp / f"run-{isolation}", isolation, frames=600)
+        package = ModelPackage.untrained(PRESETS["lite"])
+        model = save_package(package, tmp / "lite.sn2n")
+        # A .sn2n path runs on torch-cpu; a picklable factory picks the engine (what
+        # `sn2n-live acquire` builds from a profile with engine = "auto": onnxruntime here).
+        ort = functools.partial(build_denoiser, package, engine="onnxruntime-cpu", tile=None)
+        for isolation, engine, what in (
+            (None, "torch-cpu", model),
+            ("thread", "torch-cpu", model),
+            (None, "onnxruntime-cpu", ort),
+        ):
+            out = tmp / f"run-{isolation}-{engine}"
+            run = watched_run(what, out, isolation, frames=600, engine=engine)
             results["runs"].append(run)
             print(run, flush=True)
     finally:
