@@ -20,7 +20,7 @@ its psygnal signals. Modules, one job each (docs/architecture.md draws a frame's
   ``LiveRecording`` (a saved run from that moment)
 """
 
-from sn2n_live.acquisition._background import BackgroundRun, profile_run_options
+from sn2n_live.acquisition._background import BackgroundRun
 from sn2n_live.acquisition._check import Finding, check_profile
 from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
@@ -43,6 +43,7 @@ from sn2n_live.acquisition._session import (
     live_denoise,
     open_microscope,
     profile_events,
+    profile_run_options,
 )
 from sn2n_live.acquisition._simulated import (
     SimulatedMicroscope,

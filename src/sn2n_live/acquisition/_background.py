@@ -3,9 +3,7 @@
 ``live_denoise`` wants the MDA run blocking inside its block; a GUI thread must not
 block. :class:`BackgroundRun` runs that block (open the stores, ``core.mda.run``, the
 catch-up, close) on one worker thread and hands the handler over as soon as it exists,
-so a preview can follow the run while it goes on. :func:`profile_run_options` turns a
-profile's ``[output]`` and ``[denoise]`` sections into ``live_denoise`` options, the
-same for ``sn2n-live acquire`` and for runs started from the GUI.
+so a preview can follow the run while it goes on.
 """
 
 from __future__ import annotations
@@ -16,38 +14,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sn2n_live.acquisition._contracts import FrameDenoiser, LiveHandler, RunSummary
+from sn2n_live.acquisition._session import live_denoise
 
 if TYPE_CHECKING:
     import useq
     from pymmcore_plus import CMMCorePlus
 
-    from sn2n_live.profiles import Profile
 
-__all__ = ["BackgroundRun", "profile_run_options"]
+__all__ = ["BackgroundRun"]
 
 _CANCEL_CHECK_S = 0.05  # how often the worker looks for a cancel the runner missed
-
-
-def profile_run_options(profile: Profile) -> dict[str, Any]:
-    """Return the ``live_denoise`` options a profile asks for (policy, stores, isolation).
-
-    Parameters
-    ----------
-    profile : Profile
-        Its ``[output]`` settings and ``denoise.risk``; the profile itself is stored in
-        run.json.
-    """
-    output = profile.output
-    return {
-        "policy": output.backlog_policy,
-        "memory_budget_mb": output.memory_budget_mb,
-        "denoised_dtype": output.denoised_dtype,
-        "file_format": output.format,
-        "zarr_backend": output.zarr_backend,
-        "isolation": output.isolation,
-        "risk": profile.denoise.risk,
-        "profile": profile.model_dump(mode="json"),
-    }
 
 
 class BackgroundRun:
@@ -77,7 +53,7 @@ class BackgroundRun:
         set); keep it thread-safe (e.g. set a flag a GUI timer reads).
     **options
         More :func:`~sn2n_live.acquisition.live_denoise` options (see
-        :func:`profile_run_options`).
+        :func:`~sn2n_live.acquisition.profile_run_options`).
     """
 
     def __init__(
@@ -152,8 +128,6 @@ class BackgroundRun:
         return self._done.wait(timeout)
 
     def _run(self) -> None:
-        from sn2n_live.acquisition._session import live_denoise
-
         events = self.sequence
         try:
             with live_denoise(

@@ -19,7 +19,6 @@ import useq
 from pymmcore_plus import DeviceType
 
 from sn2n_live._outputs import check_output, publish, temporary_sibling
-from sn2n_live.acquisition._background import profile_run_options
 from sn2n_live.acquisition._connect import mda_events_relayed
 from sn2n_live.acquisition._contracts import (
     FrameDenoiser,
@@ -53,6 +52,7 @@ __all__ = [
     "live_denoise",
     "open_microscope",
     "profile_events",
+    "profile_run_options",
 ]
 
 _log = logging.getLogger("sn2n_live.acquisition")
@@ -184,6 +184,28 @@ def live_denoise(
         if progress is not None:
             handler.events.stats.disconnect(progress)  # wait() calls it from here on
         handler.wait(timeout=catch_up_timeout, progress=progress)
+
+
+def profile_run_options(profile: Profile) -> dict[str, Any]:
+    """Return the ``live_denoise`` options a profile asks for (policy, stores, isolation).
+
+    Parameters
+    ----------
+    profile : Profile
+        Its ``[output]`` settings and ``denoise.risk``; the profile itself is stored in
+        run.json.
+    """
+    output = profile.output
+    return {
+        "policy": output.backlog_policy,
+        "memory_budget_mb": output.memory_budget_mb,
+        "denoised_dtype": output.denoised_dtype,
+        "file_format": output.format,
+        "zarr_backend": output.zarr_backend,
+        "isolation": output.isolation,
+        "risk": profile.denoise.risk,
+        "profile": profile.model_dump(mode="json"),
+    }
 
 
 def build_profile_denoiser(profile: Profile, package: ModelPackage) -> Denoiser:
