@@ -697,28 +697,32 @@ class _TuneBar:
 
 
 def _print_tune(result: Any, rec: Any) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"dose sweep ({result.elapsed_s:.0f} s)")
-    for column in (
-        "dose",
-        "rel.",
-        "PSNR raw/Gauss/den",
-        "SSIM den",
-        "FRC raw/den px",
-        "risk",
-        "meets",
-        "> Gauss",
-    ):
-        table.add_column(column, justify="right")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        title=f"dose sweep ({result.elapsed_s:.0f} s); PSNR (dB) vs the reference, FRC in px",
+        caption="FRCd: denoised; ok: meets every target; >G: beats the best Gaussian filter",
+    )
+    for column in ("ms", "%", "rel.", "raw", "Gauss", "den", "SSIM", "FRC", "FRCd", "risk%"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("ok", no_wrap=True)
+    table.add_column(">G", no_wrap=True)
     for d, check in zip(result.doses, rec.checks, strict=True):
         table.add_row(
-            d.point.label,
+            f"{d.point.exposure_ms:g}",
+            f"{d.point.power_percent:g}",
             f"{d.point.relative:.3f}",
-            f"{d.psnr_raw:.1f}/{d.psnr_gaussian:.1f}/{d.psnr_denoised:.1f}",
-            f"{d.ssim_denoised:.3f}",
-            f"{d.raw_resolution_px:.2f}/{d.denoised_resolution_px:.2f}",
-            f"{d.risk_fraction:.4f}",
+            f"{d.psnr_raw:.1f}",
+            f"{d.psnr_gaussian:.1f}",
+            f"{d.psnr_denoised:.1f}",
+            f"{d.ssim_denoised:.2f}",
+            f"{d.raw_resolution_px:.1f}",
+            f"{d.denoised_resolution_px:.1f}",
+            f"{100 * d.risk_fraction:.2f}",
             "[green]yes[/]" if check.meets else "[red]no[/]",
             "yes" if check.beats_gaussian else "no",
         )

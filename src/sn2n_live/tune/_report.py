@@ -28,6 +28,17 @@ def _png(fig: Figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _dose_axis(ax, x: list[float]) -> None:
+    """Log dose axis with one labelled tick per dose of the sweep."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(x, [f"{v:.3g}" for v in x], fontsize=7)
+    ax.set_xlabel("dose / reference dose")
+
+
 def _mark(ax, rec: Recommendation) -> None:
     if rec.dose is not None:
         ax.axvline(rec.dose.relative, color="tab:green", ls="--", label="recommended")
@@ -56,7 +67,8 @@ def _curves(result: SweepResult, rec: Recommendation, targets: Targets) -> list[
         )
     ax.axhline(targets.min_psnr_db, color="k", lw=0.8, label="target")
     _mark(ax, rec)
-    ax.set(xscale="log", xlabel="dose / reference dose", ylabel="PSNR vs reference (dB)")
+    _dose_axis(ax, x)
+    ax.set(ylabel="PSNR vs reference (dB)")
     ax.legend(fontsize=7)
     plots.append(("PSNR against the registered reference", _png(fig)))
 
@@ -69,7 +81,8 @@ def _curves(result: SweepResult, rec: Recommendation, targets: Targets) -> list[
     ax.axhline(ref, color="k", lw=0.8, label="reference")
     ax.axhline(ref * (1 + targets.resolution_tolerance), color="k", lw=0.8, ls="--", label="target")
     _mark(ax, rec)
-    ax.set(xscale="log", xlabel="dose / reference dose", ylabel="FRC resolution (px, 1/7)")
+    _dose_axis(ax, x)
+    ax.set(yscale="log", ylabel="FRC resolution (px, 1/7)")
     ax.legend(fontsize=7)
     plots.append(("Resolution (Fourier ring correlation, 1/7 threshold)", _png(fig)))
 
@@ -77,7 +90,8 @@ def _curves(result: SweepResult, rec: Recommendation, targets: Targets) -> list[
     ax = fig.add_subplot()
     ax.plot(x, [d.risk_fraction for d in result.doses], "o-", c="tab:red", label="risk fraction")
     ax.axhline(targets.max_risk_fraction, color="tab:red", lw=0.8, ls="--", label="target")
-    ax.set(xscale="log", xlabel="dose / reference dose", ylabel="hallucination-risk fraction")
+    _dose_axis(ax, x)
+    ax.set(ylabel="hallucination-risk fraction")
     twin = ax.twinx()
     twin.plot(x, [d.raw_snr_db for d in result.doses], "s-", c="tab:blue", label="raw SNR")
     twin.plot(
