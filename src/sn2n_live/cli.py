@@ -676,6 +676,17 @@ def _numbers(text: str, flag: str) -> tuple[float, ...]:
     return values
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 class _TuneBar:
     """Draw :func:`sn2n_live.tune.run_sweep`'s progress (acquiring, denoising) on stderr."""
 
@@ -847,7 +858,10 @@ def tune(
     document = {"recommendation": rec.as_dict(), "targets": targets.as_dict(), **result.as_dict()}
     document["parameters"]["model"] = model_path or "pretrained"
     document["parameters"]["tile"] = tile
-    (out / "tune.json").write_text(json.dumps(document, indent=2, default=str))
+    # Strict JSON: an FRC that never crosses its threshold is null, not Infinity.
+    (out / "tune.json").write_text(
+        json.dumps(_finite(document), indent=2, default=str, allow_nan=False)
+    )
     report = write_report(result, rec, targets, out)
     _print_tune(result, rec)
     console.print(f"[green]Wrote[/] {out / 'tune.json'} and {report}")

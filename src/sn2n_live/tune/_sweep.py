@@ -259,7 +259,12 @@ def run_sweep(
 
     report("measuring the reference")
     ref_sets = per_dose(reference.raw.mean(axis=1), plan.reference)  # (K, H, W)
-    ref_image = ref_sets.mean(axis=0)
+    # The sample drifts while the long reference exposures go on: register its sets onto
+    # the first before averaging them.
+    ref_image = np.mean(
+        [ref_sets[0]] + [shift_image(one, register(one, ref_sets[0])) for one in ref_sets[1:]],
+        axis=0,
+    )
     ref_resolution, ref_snr = _repeat_frc(ref_sets)
     measurements_dose, measurements_mean = [], []
 
