@@ -73,6 +73,10 @@ RULES = {
     # The command line may use every layer, but only inside its commands (see below).
     "cli": QT,
 }
+# Nothing below the dose tuner imports it.
+for _below in ("method", "simulation", "engine", "config", "acquisition", "io", "preview"):
+    RULES.setdefault(_below, ())
+    RULES[_below] = (*RULES[_below], "sn2n_live.tune")
 # Modules that import nothing but the standard library and these.
 ONLY = {
     "profiles": ("pydantic", "sn2n_live.config"),
@@ -90,6 +94,16 @@ APP_FACES = (
     "sn2n_live.profiles",
 )
 PREVIEW_FACES = ("sn2n_live.acquisition",)
+# The dose tuner (sn2n-live tune) composes the layers below it through their public faces;
+# it draws nothing itself (progress through a callback) and knows no Qt.
+TUNE = ("numpy", "scipy", "skimage", "matplotlib", "torch", "useq", "sn2n_live.tune")
+TUNE_FACES = (
+    "sn2n_live.acquisition",
+    "sn2n_live.method",
+    "sn2n_live.engine",
+    "sn2n_live.profiles",
+    "sn2n_live.config",
+)
 # Its modules that stay free of Qt (pure models and rendering) or of acquisition (the
 # views); vispy (the OpenGL pane) only in `_gl`.
 _VIEW_MUST_NOT = ("sn2n_live.acquisition", "sn2n_live.preview._model", "sn2n_live.preview._widget")
@@ -213,3 +227,19 @@ def test_profile_schema_check_loads_no_hardware_writers_or_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"the schema check imported {done.stdout.strip()}"
+
+
+def test_tune_imports_only_the_public_faces_and_no_user_interface():
+    files = _files("tune")
+    assert files and all(f.is_file() for f in files), "no modules found for tune"
+    for file in files:
+        for name in _imports(file):
+            allowed = (
+                name.partition(".")[0] in sys.stdlib_module_names
+                or _matches(name, TUNE)
+                or name in TUNE_FACES
+            )
+            assert allowed, (
+                f"{file.relative_to(SRC)} imports {name}; tune may import only {TUNE}, the "
+                f"public faces {TUNE_FACES} (and std), never Qt or the command line"
+            )

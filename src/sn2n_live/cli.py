@@ -665,6 +665,217 @@ def _print_run(summary: Any) -> None:
         console.print(f"[yellow]warning:[/] {escape(note)}")
 
 
+def _numbers(text: str, flag: str) -> tuple[float, ...]:
+    """``"2,5,10"`` -> ``(2.0, 5.0, 10.0)``, or a CliError naming the flag."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise CliError(f"{flag} takes comma-separated numbers such as 2,5,10; got {text!r}")
+    return values
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+class _TuneBar:
+    """Draw :func:`sn2n_live.tune.run_sweep`'s progress (acquiring, denoising) on stderr."""
+
+    def __init__(self) -> None:
+        self._progress = _progress()
+        self._task: Any = None
+
+    def __enter__(self) -> _TuneBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, report: Any) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task(report.description, total=report.steps)
+        self._progress.update(self._task, completed=report.step, description=report.description)
+
+
+def _print_tune(result: Any, rec: Any) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        title=f"dose sweep ({result.elapsed_s:.0f} s); PSNR (dB) vs the reference, FRC in px",
+        caption="FRCd: denoised; ok: meets every target; >G: beats the best Gaussian filter",
+    )
+    for column in ("ms", "%", "rel.", "raw", "Gauss", "den", "SSIM", "FRC", "FRCd", "risk%"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("ok", no_wrap=True)
+    table.add_column(">G", no_wrap=True)
+    for d, check in zip(result.doses, rec.checks, strict=True):
+        table.add_row(
+            f"{d.point.exposure_ms:g}",
+            f"{d.point.power_percent:g}",
+            f"{d.point.relative:.3f}",
+            f"{d.psnr_raw:.1f}",
+            f"{d.psnr_gaussian:.1f}",
+            f"{d.psnr_denoised:.1f}",
+            f"{d.ssim_denoised:.2f}",
+            f"{d.raw_resolution_px:.1f}",
+            f"{d.denoised_resolution_px:.1f}",
+            f"{100 * d.risk_fraction:.2f}",
+            "[green]yes[/]" if check.meets else "[red]no[/]",
+            "yes" if check.beats_gaussian else "no",
+        )
+    console.print(table)
+    console.print(
+        f"reference {result.plan.reference.label}: FRC {result.reference_resolution_px:.2f} px;"
+        f" bleaching {result.bleaching.rate_per_dose:.2e} per unit dose"
+    )
+    colour = "green" if rec.dose is not None else "red"
+    console.print(f"[{colour}]{escape(rec.message)}[/]")
+
+
+@app.command()
+@_friendly_errors
+def tune(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, report.html.")],
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Profile file or name.")
+    ] = "demo-sim",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model package (.sn2n), or 'pretrained' (default: the profile's, else "
+            "the shipped lite model).",
+        ),
+    ] = None,
+    exposures: Annotated[str, typer.Option(help="Exposures in ms, comma-separated.")] = "2,5,10",
+    powers: Annotated[str, typer.Option(help="Laser powers in %, comma-separated.")] = "30,100",
+    repeats: Annotated[int, typer.Option(help="SIM sets per dose (>= 2).")] = 3,
+    reference_exposure: Annotated[float, typer.Option(help="Reference exposure (ms).")] = 200.0,
+    reference_power: Annotated[float, typer.Option(help="Reference laser power (%).")] = 100.0,
+    reference_repeats: Annotated[int, typer.Option(help="SIM sets of the reference.")] = 3,
+    min_psnr: Annotated[
+        float, typer.Option(help="Lowest PSNR (dB) of the denoised image vs the reference.")
+    ] = 30.0,
+    max_risk: Annotated[float, typer.Option(help="Highest hallucination-risk fraction.")] = 0.01,
+    resolution_tolerance: Annotated[
+        float, typer.Option(help="Allowed FRC resolution loss vs the reference (0.1 = 10 %).")
+    ] = 0.10,
+    gaussian_margin: Annotated[
+        float, typer.Option(help="dB by which denoising must beat the best Gaussian filter.")
+    ] = 0.5,
+    tile: Annotated[
+        str,
+        typer.Option(
+            help="'auto' (whole frame where the model allows: fastest), 'profile', "
+            "'whole' or a tile size."
+        ),
+    ] = "auto",
+    write_profile: Annotated[
+        bool, typer.Option(help="Also write a copy of the profile with the recommended dose.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Reuse a non-empty --out folder.")] = False,
+) -> None:
+    """Find the lowest dose (exposure x laser power) that the denoiser still serves well."""
+    from sn2n_live.acquisition import build_profile_denoiser
+    from sn2n_live.engine import build_denoiser
+    from sn2n_live.method import load_package, pretrained_package
+    from sn2n_live.profiles import find_profile, load_profile
+    from sn2n_live.tune import (
+        SweepPlan,
+        Targets,
+        profile_with_dose,
+        recommend,
+        run_sweep,
+        write_report,
+    )
+
+    plan = SweepPlan(
+        exposures_ms=_numbers(exposures, "--exposures"),
+        powers_percent=_numbers(powers, "--powers"),
+        repeats=repeats,
+        reference_exposure_ms=reference_exposure,
+        reference_power_percent=reference_power,
+        reference_repeats=reference_repeats,
+    )
+    targets = Targets(
+        resolution_tolerance=resolution_tolerance,
+        max_risk_fraction=max_risk,
+        min_psnr_db=min_psnr,
+        gaussian_margin_db=gaussian_margin,
+    )
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise CliError(
+            f"--out {out} exists and is not an empty folder; pass --overwrite or a new one"
+        )
+    prof = load_profile(profile)
+    model_path = model or (str(prof.denoise.model) if prof.denoise.model else None)
+    if model_path in (None, "pretrained"):
+        if model_path is None:
+            console.print("[yellow]no model given:[/] using the shipped pretrained lite model")
+        package = pretrained_package()
+    else:
+        package = load_package(model_path)
+    settings = prof.denoise
+    if tile == "profile":
+        denoiser = build_profile_denoiser(prof, package)
+    else:
+        choices = {"auto": None, "whole": None}
+        try:
+            size = choices[tile] if tile in choices else int(tile)
+        except ValueError:
+            raise CliError(f"--tile takes auto, profile, whole or a size; got {tile!r}") from None
+        try:
+            denoiser = build_denoiser(
+                package,
+                engine=settings.engine,
+                tile=size,
+                batch_size=settings.batch_size,
+                precision=settings.precision,
+            )
+        except ValueError:
+            if tile != "auto":
+                raise
+            denoiser = build_profile_denoiser(prof, package)  # per-tile normalization
+    out.mkdir(parents=True, exist_ok=True)
+    with _TuneBar() as bar:
+        result = run_sweep(prof, denoiser, plan, progress=bar)
+    rec = recommend(result, targets)
+    document = {"recommendation": rec.as_dict(), "targets": targets.as_dict(), **result.as_dict()}
+    document["parameters"]["model"] = model_path or "pretrained"
+    document["parameters"]["tile"] = tile
+    # Strict JSON: an FRC that never crosses its threshold is null, not Infinity.
+    (out / "tune.json").write_text(
+        json.dumps(_finite(document), indent=2, default=str, allow_nan=False)
+    )
+    report = write_report(result, rec, targets, out)
+    _print_tune(result, rec)
+    console.print(f"[green]Wrote[/] {out / 'tune.json'} and {report}")
+    if write_profile and rec.dose is not None:
+        source = find_profile(profile)
+        tuned = out / f"{source.stem}-tuned.toml"
+        tuned.write_text(profile_with_dose(source.read_text(), rec.dose))
+        console.print(f"[green]Wrote[/] {tuned} (camera: {rec.dose.label})")
+    elif write_profile:
+        console.print("[yellow]no profile written:[/] no dose meets the targets")
+    if rec.dose is None:
+        raise typer.Exit(code=1)
+
+
 @app.command()
 @_friendly_errors
 def demo(
