@@ -45,6 +45,7 @@ from sn2n_live.acquisition._session import (
     profile_events,
 )
 from sn2n_live.acquisition._simulated import (
+    DEFAULT_BLEACH_RATE_PER_MS,
     SimulatedMicroscope,
     create_demo_core,
     create_simulated_microscope,
@@ -55,6 +56,7 @@ from sn2n_live.acquisition._writers import check_run_folder
 from sn2n_live.config import SIMEventMetadata, SIMPlan, expand_sequence
 
 __all__ = [
+    "DEFAULT_BLEACH_RATE_PER_MS",
     "BackgroundRun",
     "Finding",
     "FrameDenoiser",

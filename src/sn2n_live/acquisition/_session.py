@@ -272,6 +272,8 @@ def create_core(profile: Profile) -> CMMCorePlus:
         }
         if sim.photons_per_ms is not None:
             kwargs["photons_per_ms"] = sim.photons_per_ms
+        if sim.bleach_rate_per_ms is not None:
+            kwargs["bleach_rate_per_ms"] = sim.bleach_rate_per_ms
         core = create_simulated_microscope(**kwargs)
     elif settings.kind == "demo":
         core = create_demo_core()
