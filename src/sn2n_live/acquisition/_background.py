@@ -46,6 +46,7 @@ def profile_run_options(profile: Profile) -> dict[str, Any]:
         "zarr_backend": output.zarr_backend,
         "isolation": output.isolation,
         "risk": profile.denoise.risk,
+        "laser_property": profile.camera.laser_property,
         "profile": profile.model_dump(mode="json"),
     }
 

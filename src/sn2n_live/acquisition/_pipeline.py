@@ -62,7 +62,7 @@ from sn2n_live.acquisition._contracts import (
     is_denoiser,
     wait_until_done,
 )
-from sn2n_live.acquisition._record import RunRecord, summary_from_document
+from sn2n_live.acquisition._record import DoseMeter, RunRecord, summary_from_document
 from sn2n_live.acquisition._stats import LiveStats
 from sn2n_live.acquisition._writers import (
     DenoisedDtype,
@@ -286,6 +286,7 @@ class LivePipeline:
         writer_nice: int = 10,
         copy_frames: bool | None = None,
         risk: bool = False,
+        laser: tuple[str, str, float] | None = None,
         isolation: Isolation = "thread",
     ) -> None:
         check_options(
@@ -325,6 +326,7 @@ class LivePipeline:
         self._budget = int(float(memory_budget_mb) * 2**20)
         self._events_doc = _describe_events(events) if events is not None else None
         self.record = self._new_record(run_info, profile, isolation, float(memory_budget_mb))
+        self.record.dose = DoseMeter(laser)
         self._init_run_state()
 
     def _new_record(
@@ -686,6 +688,7 @@ class LivePipeline:
         else:
             writer.append_raw(item.pos, image, md)
             self.record.counts.raw_written += 1
+        self.record.dose.add(md.get("exposure_ms"), item.event.properties)
 
     def _raw_failure(self, writer: RunWriter, item: PendingFrame, exc: Exception) -> None:
         first = not self._raw_failed
