@@ -448,3 +448,51 @@ def test_isolation_defaults_to_a_process_where_the_model_can_go_there(
         assert _session._default_isolation(lambda: denoiser) == "thread"  # lambdas do not pickle
     assert "isolation='thread' because the model is a Denoiser object" in caplog.text
     assert "cannot be sent to a child process" in caplog.text
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_run_json_records_the_dose_delivered(package, tmp_path, isolation):
+    from sn2n_live.acquisition import create_simulated_microscope, release_core
+
+    scope = create_simulated_microscope(shape=(256, 256), realtime=False, seed=1)
+    path = save_package(package, tmp_path / "m.sn2n")
+    try:
+        scope.setExposure(10.0)
+        scope.setProperty("Laser", "Power", 40)
+        # Six frames: two at the core's 10 ms / 40 %, then an event sets 20 ms and 100 %
+        # (the power persists on the core), then 5 ms.
+        laser = [("Laser", "Power", 100)]
+        exposures = [None, None, 20.0, 20.0, 5.0, 5.0]
+        events = [
+            useq.MDAEvent(index={"t": i}, exposure=e, properties=laser if i == 2 else None)
+            for i, e in enumerate(exposures)
+        ]
+        run = tmp_path / "run"
+        with live_denoise(
+            scope, model=path, out=run, events=events, isolation=isolation
+        ) as handler:
+            scope.mda.run(events)
+        assert handler.wait().status == "completed"
+        dose = _run_json(run)["dose"]
+        assert dose["frames"] == 6 and dose["frames_without_exposure"] == 0
+        assert dose["exposure_ms_total"] == pytest.approx(70.0)
+        assert dose["laser_property"] == ["Laser", "Power"]
+        assert dose["laser_power_percent_start"] == 40.0
+        assert dose["relative_dose"] == pytest.approx(2 * 10 * 0.4 + 2 * 20 + 2 * 5)
+        # The microscope's own account of the light agrees.
+        assert scope.delivered_dose == pytest.approx(dose["relative_dose"])
+        assert scope.bleached_fraction < 1.0
+        assert_record_matches_stores(run)
+    finally:
+        release_core(scope)
+
+
+def test_run_json_dose_without_a_laser(core, denoiser, tmp_path):
+    events = _sim_events(1)
+    run = tmp_path / "run"
+    with live_denoise(core, model=denoiser, out=run, events=events) as handler:
+        core.mda.run(events)
+    handler.wait()
+    dose = _run_json(run)["dose"]
+    assert dose["frames"] == 9 and dose["relative_dose"] is None
+    assert dose["exposure_ms_total"] == pytest.approx(9 * core.getExposure())

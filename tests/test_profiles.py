@@ -137,3 +137,26 @@ def test_training_init_is_a_choice_or_a_package_next_to_the_profile(tmp_path):
     file.write_text('name = "p"\n[training]\ninit = "models/start.sn2n"\n')
     assert load_profile(file).training.init == tmp_path / "models" / "start.sn2n"
     assert load_profile("demo-sim").training.init == "scratch"
+
+
+def test_bleach_rate_is_validated_and_reaches_the_microscope(tmp_path):
+    from sn2n_live.acquisition import release_core
+    from sn2n_live.acquisition._session import create_core
+
+    file = tmp_path / "bleach.toml"
+    file.write_text('name = "b"\n[microscope.simulated]\nbleach_rate_per_ms = -0.001\n')
+    with pytest.raises(ProfileError) as err:
+        load_profile(file)
+    message = str(err.value)
+    assert "microscope.simulated.bleach_rate_per_ms" in message
+    assert "must be a finite number >= 0" in message and "(got -0.001)" in message
+
+    file.write_text(
+        'name = "b"\n[microscope.simulated]\nbleach_rate_per_ms = 0\nshape = [256, 256]\n'
+    )
+    core = create_core(load_profile(file))
+    try:
+        assert core.bleach_rate_per_ms == 0.0
+    finally:
+        release_core(core)
+    assert load_profile("demo-sim").microscope.simulated.bleach_rate_per_ms is None

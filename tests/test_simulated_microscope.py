@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -11,6 +12,7 @@ from pymmcore_plus import CMMCorePlus
 from scipy import ndimage
 
 from sn2n_live.acquisition._simulated import (
+    DEFAULT_BLEACH_RATE_PER_MS,
     SimulatedMicroscope,
     create_demo_core,
     create_simulated_microscope,
@@ -205,7 +207,7 @@ def test_noise_free_frames_match_simulate_sim_frames(
 
 
 def test_laser_power_scales_signal(make_scope: Callable[..., SimulatedMicroscope]) -> None:
-    core = make_scope()
+    core = make_scope(bleach_rate_per_ms=0)  # the snaps would bleach the truth compared
     full = snap_mean_signal(core)
     full_truth = core.expected_adu() - OFFSET
     core.setProperty("Laser", "Power", 50)
@@ -228,7 +230,8 @@ def test_exposure_scales_signal(make_scope: Callable[..., SimulatedMicroscope]) 
 def test_drift_moves_the_sample_with_the_clock(
     make_scope: Callable[..., SimulatedMicroscope], clock: FakeClock
 ) -> None:
-    core = make_scope(photons_per_ms=50.0, drift_px_per_s=(0.3, 0.2))
+    # No bleaching: the early snap would dim the late truth compared with the early one.
+    core = make_scope(photons_per_ms=50.0, drift_px_per_s=(0.3, 0.2), bleach_rate_per_ms=0)
     assert core.elapsed_s() == 0.0
     early_truth = core.expected_adu()
     core.snapImage()
@@ -326,3 +329,121 @@ def test_demo_core_hardware_sequencing(demo_core: CMMCorePlus) -> None:
     assert [(e.index["t"], e.index["a"], e.index["h"]) for _, e, _ in frames] == [
         (t, a, h) for t in range(2) for a in range(3) for h in range(3)
     ]
+
+
+# -- photobleaching ---------------------------------------------------------------------
+
+
+def _sim_snaps(core: SimulatedMicroscope, n_sets: int) -> list[float]:
+    """Snap ``n_sets`` full SIM sets; return each set's mean expected signal (truth)."""
+    patterns = SIMPlan().slm_patterns(SHAPE).reshape(-1, *SHAPE)
+    means = []
+    for _ in range(n_sets):
+        total = 0.0
+        for pattern in patterns:
+            core.setSLMImage(pattern)
+            core.displaySLMImage()
+            total += float(core.expected_adu().mean()) - OFFSET
+            core.snapImage()
+        means.append(total / len(patterns))
+    return means
+
+
+def test_bleaching_decays_with_dose_and_not_without_rate(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    core = make_scope(kind="mitochondria")
+    assert core.bleach_rate_per_ms == 3.5e-4
+    assert core.bleached_fraction == 1.0 and core.delivered_dose == 0.0
+    means = _sim_snaps(core, 4)
+    assert all(b < a for a, b in itertools.pairwise(means))
+    # 36 snaps of 10 ms at 100 %; the mean pixel saw half (patterns of mean 0.5).
+    assert core.delivered_dose == pytest.approx(360.0)
+    assert float(core.dose_map().mean()) == pytest.approx(180.0, rel=0.01)
+    assert core.bleached_fraction == pytest.approx(np.exp(-3.5e-4 * 180.0), abs=0.01)
+    # The truth includes the bleaching: a snap's mean matches it.
+    core.snapImage()
+    assert float(core.getImage().mean()) - OFFSET == pytest.approx(
+        float(core.expected_adu().mean()) - OFFSET, rel=0.02
+    )
+
+    steady = make_scope(kind="mitochondria", bleach_rate_per_ms=0)
+    flat = _sim_snaps(steady, 3)
+    assert flat[0] == pytest.approx(flat[-1], rel=1e-6)
+    assert steady.bleached_fraction == 1.0 and steady.delivered_dose == pytest.approx(270.0)
+
+
+def test_a_tuning_sweep_bleaches_visibly_but_not_totally() -> None:
+    # 6 doses x 3 repeats x 9 SIM frames of 10 ms at full power, in one field.
+    for kind, rate in DEFAULT_BLEACH_RATE_PER_MS.items():
+        remaining = np.exp(-rate * 6 * 3 * 9 * 10.0 * 0.5)
+        assert 0.7 <= remaining <= 0.9, kind
+
+
+def test_bleaching_is_faster_with_more_power_and_longer_exposure(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    def loss(**settings: float) -> float:
+        core = make_scope(bleach_rate_per_ms=1e-3)
+        core.setExposure(settings.get("exposure", 10.0))
+        core.setProperty("Laser", "Power", settings.get("power", 100.0))
+        for _ in range(10):
+            core.snapImage()
+        return 1.0 - core.bleached_fraction
+
+    base, weak, long = loss(), loss(power=25.0), loss(exposure=40.0)
+    assert 0 < weak < base < long
+    assert base == pytest.approx(1 - np.exp(-1e-3 * 100), rel=1e-4)  # widefield: uniform
+    assert weak == pytest.approx(1 - np.exp(-1e-3 * 25), rel=1e-4)
+
+
+def test_sim_stripes_bleach_where_they_illuminate(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    core = make_scope(bleach_rate_per_ms=5e-3)
+    pattern = SIMPlan().slm_patterns(SHAPE)[0, 0]
+    core.setSLMImage(pattern)
+    core.displaySLMImage()
+    for _ in range(20):
+        core.snapImage()
+    remaining = core.remaining_map()
+    bright, dark = pattern > 200, pattern < 55
+    assert remaining[bright].mean() < remaining[dark].mean() - 0.1
+    lit = pattern.astype(np.float64) / 255.0
+    np.testing.assert_allclose(remaining, np.exp(-5e-3 * 200.0 * lit), rtol=1e-4)
+    # Under uniform light afterwards, the frame shows the stripes burnt in.
+    core.setSLMImage(np.full(SHAPE, 255, np.uint8))
+    core.displaySLMImage()
+    truth = core.expected_adu() - OFFSET
+    ratio = truth / (core.sample.image(core.elapsed_s(), None, scale=20.0)).clip(1e-3)
+    structure = core.sample.blurred > 0.3
+    assert ratio[structure & bright].mean() < ratio[structure & dark].mean() - 0.03
+
+
+def test_reset_bleaching_and_new_field_restore(
+    make_scope: Callable[..., SimulatedMicroscope],
+) -> None:
+    core = make_scope(bleach_rate_per_ms=1e-3)
+    fresh = core.expected_adu()
+    for _ in range(5):
+        core.snapImage()
+    assert core.bleached_fraction < 0.99
+    core.reset_bleaching()
+    assert core.bleached_fraction == 1.0 and core.delivered_dose == 0.0
+    np.testing.assert_array_equal(core.expected_adu(), fresh)
+
+    for _ in range(5):
+        core.snapImage()
+    old_structure = core.sample.structure.copy()
+    core.new_field(7)
+    assert core.bleached_fraction == 1.0 and core.delivered_dose == 0.0
+    assert core.sample.seed == 7 and core.sample.kind == "mixed"
+    assert not np.array_equal(core.sample.structure, old_structure)
+    other = make_scope(seed=7, bleach_rate_per_ms=1e-3)
+    np.testing.assert_allclose(core.expected_adu(), other.expected_adu(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [-1e-4, float("nan"), "fast"])
+def test_invalid_bleach_rates_are_rejected(rate: object) -> None:
+    with pytest.raises(ValueError, match="bleach_rate_per_ms must be a finite number >= 0"):
+        create_simulated_microscope(shape=SHAPE, bleach_rate_per_ms=rate)  # type: ignore[arg-type]

@@ -9,11 +9,19 @@ name the field, the value given and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sn2n_live.config import (
     TIFF_DENOISED_DTYPES,
@@ -64,6 +72,20 @@ class SimulatedMicroscopeSettings(_Model):
     photons_per_ms: Annotated[float, Field(gt=0)] | None = None
     drift_px_per_s: tuple[float, float] = (0.3, 0.2)
     seed: int = 0
+    # Photobleaching per full-power ms of excitation; None: the sample kind's default
+    # (sn2n_live.acquisition.DEFAULT_BLEACH_RATE_PER_MS), 0 disables bleaching.
+    bleach_rate_per_ms: float | None = None
+
+    @field_validator("bleach_rate_per_ms")
+    @classmethod
+    def _bleach_rate_not_negative(cls, rate: float | None) -> float | None:
+        if rate is not None and not (math.isfinite(rate) and rate >= 0):
+            raise ValueError(
+                "bleach_rate_per_ms must be a finite number >= 0 (remaining fluorophores "
+                "exp(-rate x full-power ms); 0 disables bleaching, omit it for the "
+                "sample's default)"
+            )
+        return rate
 
 
 class MicroscopeSettings(_Model):

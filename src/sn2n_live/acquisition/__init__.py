@@ -46,6 +46,7 @@ from sn2n_live.acquisition._session import (
     profile_run_options,
 )
 from sn2n_live.acquisition._simulated import (
+    DEFAULT_BLEACH_RATE_PER_MS,
     SimulatedMicroscope,
     create_demo_core,
     create_simulated_microscope,
@@ -56,6 +57,7 @@ from sn2n_live.acquisition._writers import check_run_folder
 from sn2n_live.config import SIMEventMetadata, SIMPlan, expand_sequence
 
 __all__ = [
+    "DEFAULT_BLEACH_RATE_PER_MS",
     "BackgroundRun",
     "Finding",
     "FrameDenoiser",

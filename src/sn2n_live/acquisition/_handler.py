@@ -128,6 +128,7 @@ class LiveDenoiseHandler:
         writer_nice: int = 10,
         copy_frames: bool | None = None,
         risk: bool = False,
+        laser: tuple[str, str, float] | None = None,
     ) -> None:
         self._pipeline = LivePipeline(
             denoiser,
@@ -147,6 +148,7 @@ class LiveDenoiseHandler:
             writer_nice=writer_nice,
             copy_frames=copy_frames,
             risk=risk,
+            laser=laser,
         )
         self.run_dir = self._pipeline.run_dir
         self.events: LiveDenoiseEvents = self._pipeline.events

@@ -405,7 +405,13 @@ class ProcessLiveDenoiseHandler:
         small = {k: meta[k] for k in _META_KEYS if k in meta}
         index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
         info = tp.FrameInfo(
-            seq, index, dict(event.metadata or {}), event.exposure, small, arrived.t_arrival
+            seq,
+            index,
+            dict(event.metadata or {}),
+            event.exposure,
+            small,
+            arrived.t_arrival,
+            [tuple(p) for p in event.properties] if event.properties else None,
         )
         if self._child_gone.is_set():
             self._in_flight.append(_InFlight(seq, None, img, index, small))

@@ -63,7 +63,7 @@ from sn2n_live.acquisition._contracts import (
     is_denoiser,
     wait_until_done,
 )
-from sn2n_live.acquisition._record import RunRecord, summary_from_document
+from sn2n_live.acquisition._record import DoseMeter, RunRecord, summary_from_document
 from sn2n_live.acquisition._stats import LiveStats
 from sn2n_live.acquisition._writers import (
     DenoisedDtype,
@@ -287,6 +287,7 @@ class LivePipeline:
         writer_nice: int = 10,
         copy_frames: bool | None = None,
         risk: bool = False,
+        laser: tuple[str, str, float] | None = None,
         isolation: Isolation = "thread",
     ) -> None:
         check_options(
@@ -326,6 +327,7 @@ class LivePipeline:
         self._budget = int(float(memory_budget_mb) * 2**20)
         self._events_doc = _describe_events(events) if events is not None else None
         self.record = self._new_record(run_info, profile, isolation, float(memory_budget_mb))
+        self.record.dose = DoseMeter(laser)
         self._init_run_state()
 
     def _new_record(
@@ -694,6 +696,7 @@ class LivePipeline:
             writer.append_raw(item.pos, image, md)
             self.record.counts.raw_written += 1
             self.record.disk_rate.add(image.nbytes)
+        self.record.dose.add(md.get("exposure_ms"), item.event.properties)
         # Summed only while a preview asks (one add per frame), so nobody else pays.
         if time.perf_counter() < self.preview_deadline:
             self._widefield.add(item.tag, image)

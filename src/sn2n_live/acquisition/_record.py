@@ -38,7 +38,7 @@ import threading
 import time
 import traceback
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -194,6 +194,62 @@ class Timing:
         return 0.0
 
 
+class DoseMeter:
+    """The light a run delivered, summed over its saved raw frames (run.json ``dose``).
+
+    Fed by the raw writer (one call per saved frame, O(1)). The laser power is the
+    ``(device, property)`` value read when the run was set up (percent of maximum),
+    updated by any event whose ``properties`` set that property (which persists, as on
+    the core); unknown when no laser was given.
+
+    Parameters
+    ----------
+    laser : tuple of (str, str, float), optional
+        ``(device, property, percent)``: the laser power property and its value at the
+        start of the run.
+    """
+
+    def __init__(self, laser: Sequence[Any] | None = None) -> None:
+        self.frames = 0
+        self.exposure_ms = 0.0
+        self.relative = 0.0
+        self.frames_without_exposure = 0
+        self._property: tuple[str, str] | None = None
+        self._percent: float | None = None
+        self.start_percent: float | None = None
+        if laser is not None:
+            device, prop, percent = laser
+            self._property = (str(device), str(prop))
+            self._percent = self.start_percent = float(percent)
+
+    def add(self, exposure_ms: float | None, properties: Iterable[Any] | None) -> None:
+        """Count one saved frame of ``exposure_ms`` acquired with the event's properties."""
+        if self._property is not None and properties:
+            for device, prop, value in properties:
+                if (device, prop) == self._property:
+                    self._percent = float(value)
+        self.frames += 1
+        if exposure_ms is None:
+            self.frames_without_exposure += 1
+            return
+        self.exposure_ms += exposure_ms
+        if self._percent is not None:
+            self.relative += exposure_ms * self._percent / 100.0
+
+    def summary(self) -> dict[str, Any]:
+        """run.json ``dose``."""
+        known = self._percent is not None
+        return {
+            "frames": self.frames,
+            "exposure_ms_total": round(self.exposure_ms, 6),
+            "frames_without_exposure": self.frames_without_exposure,
+            "laser_property": list(self._property) if self._property else None,
+            "laser_power_percent_start": self.start_percent,
+            "relative_dose": round(self.relative, 6) if known else None,
+            "units": "relative_dose: sum of exposure_ms x laser power fraction (0..1)",
+        }
+
+
 class RunRecord:
     """What run.json says about one run, and the file itself.
 
@@ -206,9 +262,12 @@ class RunRecord:
         ``options``.
     """
 
-    def __init__(self, run_dir: Path, header: Mapping[str, Any]) -> None:
+    def __init__(
+        self, run_dir: Path, header: Mapping[str, Any], laser: Sequence[Any] | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.header = dict(header)
+        self.dose = DoseMeter(laser)
         self.counts = RunCounts()
         self.timing = Timing()
         self.errors = ErrorLog()
@@ -324,6 +383,7 @@ class RunRecord:
                 "latency_ms": {"p50": p50, "p99": p99},
                 "frame_ready_us": {"p50": _percentile(fr, 50), "p99": _percentile(fr, 99)},
             },
+            "dose": self.dose.summary(),
             "versions": _versions(),
             "risk": self._risk_summary(),
             "raw_rescue": None,

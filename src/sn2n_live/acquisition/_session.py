@@ -88,6 +88,7 @@ def live_denoise(
     catch_up_timeout: float | None = None,
     isolation: Isolation | None = None,
     stop_on_raw_failure: bool = True,
+    laser_property: tuple[str, str] | None = ("Laser", "Power"),
     **options: Any,
 ) -> Iterator[LiveDenoiseHandler | ProcessLiveDenoiseHandler]:
     """Denoise every MDA run inside the block live, saving raw and denoised side by side.
@@ -135,6 +136,11 @@ def live_denoise(
         Cancel the MDA at the first raw frame that cannot be saved (disk full, store
         removed; ``events.raw_failed``): acquiring on would expose the sample for frames
         that are lost. The run ends ``failed``, with the error in run.json.
+    laser_property : tuple of (str, str), optional
+        ``(device, property)`` of the laser power in percent (a profile's
+        ``camera.laser_property``). Where the core has it, its value when the block opens
+        (and any event that sets it) weighs run.json's ``dose.relative_dose``; otherwise
+        only the exposure total is recorded.
     **options
         Passed to :class:`LiveDenoiseHandler` (``events``, ``policy``,
         ``memory_budget_mb``, ``max_batch``, ``denoised_dtype``, ``file_format``,
@@ -148,6 +154,8 @@ def live_denoise(
     handler: LiveDenoiseHandler | ProcessLiveDenoiseHandler
     if isolation is None:
         isolation = _default_isolation(model)
+    if laser_property is not None and "laser" not in options:
+        options["laser"] = _laser_power(core, laser_property)
     if isolation == "process":
         try:  # sizes the shared-memory ring; a core without a camera gives no hint
             frame_bytes = core.getImageWidth() * core.getImageHeight() * core.getBytesPerPixel()
@@ -204,8 +212,22 @@ def profile_run_options(profile: Profile) -> dict[str, Any]:
         "zarr_backend": output.zarr_backend,
         "isolation": output.isolation,
         "risk": profile.denoise.risk,
+        "laser_property": profile.camera.laser_property,
         "profile": profile.model_dump(mode="json"),
     }
+
+
+def _laser_power(
+    core: CMMCorePlus, laser_property: tuple[str, str]
+) -> tuple[str, str, float] | None:
+    """``(device, property, percent)`` of the laser now, or None if the core has none."""
+    device, prop = laser_property
+    try:
+        if device not in core.getLoadedDevices() or not core.hasProperty(device, prop):
+            return None
+        return (device, prop, float(core.getProperty(device, prop)))
+    except Exception:  # a non-numeric or unreadable property: no power recorded
+        return None
 
 
 def build_profile_denoiser(profile: Profile, package: ModelPackage) -> Denoiser:
@@ -294,6 +316,8 @@ def create_core(profile: Profile) -> CMMCorePlus:
         }
         if sim.photons_per_ms is not None:
             kwargs["photons_per_ms"] = sim.photons_per_ms
+        if sim.bleach_rate_per_ms is not None:
+            kwargs["bleach_rate_per_ms"] = sim.bleach_rate_per_ms
         core = create_simulated_microscope(**kwargs)
     elif settings.kind == "demo":
         core = create_demo_core()

@@ -78,9 +78,15 @@ class FrameInfo(NamedTuple):
     exposure: float | None
     meta: dict[str, Any]  # the frame metadata keys the stores keep
     t_arrival: float  # perf_counter; the same clock in both processes
+    properties: list[tuple[str, str, Any]] | None = None  # the event's, for the dose
 
     def event(self) -> useq.MDAEvent:
-        return useq.MDAEvent(index=self.index, metadata=self.metadata, exposure=self.exposure)
+        return useq.MDAEvent(
+            index=self.index,
+            metadata=self.metadata,
+            exposure=self.exposure,
+            properties=self.properties,
+        )
 
 
 class FrameInRing(NamedTuple):
