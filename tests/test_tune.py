@@ -56,7 +56,14 @@ def test_sweep_measures_every_dose_and_reports_progress(sweep):
         assert 0 <= d.risk_fraction <= 1
         # The sample drifts 0.3, 0.2 px/s: the reference, seconds later, is found shifted.
         assert 0.5 < abs(d.shift_px[0]) < 10
-    assert abs(result.bleaching.rate_per_dose) < 1e-4  # this microscope does not bleach
+    # The simulated sample bleaches (mixed structures); under SIM stripes a pixel gets
+    # about half the frame's dose on average, so the fit over the sweep sees ~half the rate.
+    from sn2n_live.acquisition import DEFAULT_BLEACH_RATE_PER_MS
+
+    expected = DEFAULT_BLEACH_RATE_PER_MS["mixed"] * 0.5
+    assert 0.5 * expected < result.bleaching.rate_per_dose < 2 * expected, result.bleaching
+    brightness = [d.brightness_vs_reference for d in result.doses]
+    assert brightness[0] > brightness[-1] > 1.0  # early doses: less bleached than the end
 
 
 def test_recommended_dose_agrees_with_the_ground_truth_within_one_step(sweep):

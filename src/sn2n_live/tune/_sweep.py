@@ -4,7 +4,10 @@ Quality is measured on each SIM set's *widefield* image (the mean of its angles 
 phases, raw and denoised frame by frame): the SLM's stripes stand still while the sample
 drifts, so only the widefield image can be registered onto the reference taken at
 another time. Images are compared per unit dose (offset subtracted, divided by the dose),
-so a low dose and the reference share one scale.
+so a low dose and the reference share one scale; the reference is then scaled to each
+measurement's mean brightness, because the sample bleaches over the sweep (the
+reference, taken last, is dimmer per unit dose than the first doses) and a laser's
+power is rarely exactly proportional to its setting.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class DoseResult:
     gaussian_sigma_px: float
     shift_px: tuple[float, float]
     mean_intensity: list[float]
+    brightness_vs_reference: float = 1.0  # per unit dose; < 1 after bleaching
     truth: dict[str, float] | None = None
     examples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -287,6 +291,9 @@ def run_sweep(
         shift = register(raw_wf.mean(axis=0), ref_image)
         ref_here = shift_image(ref_image, (-shift[0], -shift[1]))
         m = _margin(shift)
+        # Structure, not brightness: the reference scaled to this dose's mean (bleaching).
+        brightness = float(_crop(raw_wf, m).mean() / _crop(ref_here, m).mean())
+        ref_here = ref_here * brightness
         ref_c = _crop(ref_here, m)
         raw_c = _crop(raw_wf, m)
         den_c = _crop(den_wf, m)
@@ -335,6 +342,7 @@ def run_sweep(
                 gaussian_sigma_px=float(np.median(sigmas)),
                 shift_px=shift,
                 mean_intensity=means,
+                brightness_vs_reference=round(brightness, 4),
                 truth=truth_scores,
                 examples={
                     "raw": _example(data.raw[0, 0]),
