@@ -54,8 +54,11 @@ def test_sweep_measures_every_dose_and_reports_progress(sweep):
     assert raw_res[0] > raw_res[-1] >= result.reference_resolution_px * 0.9
     for d in result.doses:
         assert 0 <= d.risk_fraction <= 1
-        # The sample drifts 0.3, 0.2 px/s: the reference, seconds later, is found shifted.
-        assert 0.5 < abs(d.shift_px[0]) < 10
+        assert abs(d.shift_px[0]) < 10
+    # The sample drifts 0.3, 0.2 px/s: the reference, taken last, is found shifted, most
+    # from the first dose (acquired earliest); the last dose comes just before it.
+    shifts = [abs(d.shift_px[0]) for d in result.doses]
+    assert shifts[0] > 1.0 and shifts[0] > shifts[-1], shifts
     # The simulated sample bleaches (mixed structures); under SIM stripes a pixel gets
     # about half the frame's dose on average, so the fit over the sweep sees ~half the rate.
     from sn2n_live.acquisition import DEFAULT_BLEACH_RATE_PER_MS
