@@ -21,6 +21,7 @@ import pytest
 import tifffile
 import useq
 import zarr
+from pymmcore_plus.mda import MDAEngine
 
 from _run_checks import assert_record_matches_stores
 from sn2n_live.acquisition import LiveDenoiseHandler, _session, live_denoise, load_denoiser
@@ -299,6 +300,40 @@ def test_hardware_sequenced_burst_reaches_both_stores(core, denoiser, tmp_path):
     assert [m["index"]["t"] for m in raw_md] == emitted == list(range(len(emitted)))
     assert [m["index"]["t"] for m in _frame_md(run, "denoised")] == emitted
     assert _open(run, "raw").shape == _open(run, "denoised").shape == (20, 1, SIDE, SIDE)
+
+
+class _EngineThatLosesAFrame(MDAEngine):
+    """The real engine, except that event t=1 yields no image: what pymmcore-plus does
+    when a hardware sequence returns fewer images than asked for (it yields None)."""
+
+    def exec_event(self, event: useq.MDAEvent):
+        if event.index.get("t") == 1:
+            return iter([None])
+        return super().exec_event(event)
+
+
+def test_a_frame_the_engine_never_delivered_is_noted_in_run_json(core, denoiser, tmp_path):
+    core.mda.set_engine(_EngineThatLosesAFrame(core))
+    seq = useq.MDASequence(time_plan={"interval": 0.01, "loops": 3})  # one event per frame
+    run = tmp_path / "run"
+    with live_denoise(core, model=denoiser, out=run, events=seq) as h:
+        core.mda.run(seq)
+    summary = h.wait()
+    doc = json.loads((run / "run.json").read_text())
+    assert summary.status == "completed"
+    assert doc["counts"]["received"] == doc["counts"]["raw_written"] == 2
+    assert [n for n in doc["notes"] if "delivered 2 of the 3 frames" in n], doc["notes"]
+
+
+def test_a_complete_run_has_no_never_acquired_note(core, denoiser, tmp_path):
+    seq = useq.MDASequence(time_plan={"interval": 0.01, "loops": 2})
+    run = tmp_path / "run"
+    with live_denoise(core, model=denoiser, out=run, events=seq) as h:
+        core.mda.run(seq)
+    h.wait()
+    doc = json.loads((run / "run.json").read_text())
+    assert doc["counts"]["raw_written"] == 2
+    assert not [n for n in doc["notes"] if "never acquired" in n], doc["notes"]
 
 
 def test_ome_tiff_option_for_a_non_sim_sequence(core, denoiser, tmp_path):

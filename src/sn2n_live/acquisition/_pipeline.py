@@ -543,9 +543,24 @@ class LivePipeline:
             self.record.timing.frame_ready_us.extend(frame_ready_us)
         self._accepting = False
         self.record.timing.t_acq_end = time.perf_counter()
+        self._note_frames_never_acquired()
         self._state = RunState.CATCHING_UP
         self._raw_q.put(_END)
         self._den_q.put(_END)
+
+    def _note_frames_never_acquired(self) -> None:
+        # pymmcore-plus ends a hardware-sequenced event that returned fewer images than
+        # asked for with a warning only ("Unexpected number of images returned from
+        # sequence"); run.json says so, or a short store would pass for a complete run.
+        planned = None if self._layout is None else self._layout.n_frames
+        received = self.record.counts.received
+        if self.record.canceled or planned is None or received >= planned:
+            return
+        self.record.note(
+            f"the microscope delivered {received} of the {planned} frames the sequence "
+            f"planned; the other {planned - received} were never acquired, so neither store "
+            "holds them (see the pymmcore-plus log for the engine's warning)"
+        )
 
     def finish(self, *, interrupted: bool, reason: str) -> None:
         """End a run whose end never arrived (see ``LiveDenoiseHandler.finish``)."""
