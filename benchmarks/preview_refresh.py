@@ -17,7 +17,8 @@ live
     every tick (p50/p95/max: the "fresh, not late" target), and the heartbeat's longest gap.
 
 The renderer is whatever the widget picks (QImage offscreen; the GL path under a real X
-server, e.g. ``xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/preview_refresh.py``).
+server, e.g. ``QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1920x1080x24" python
+benchmarks/preview_refresh.py``: without the variable the script picks offscreen).
 Writes ``benchmarks/results/preview_refresh[_<renderer>].json``. Run it alone (2 cores).
 
     python benchmarks/preview_refresh.py            # ~2 min
