@@ -20,7 +20,12 @@ import zarr
 from pymmcore_plus import CMMCorePlus
 
 from _run_checks import assert_record_matches_stores
-from sn2n_live.acquisition import LiveRecording, LiveView, release_core
+from sn2n_live.acquisition import (
+    LiveRecording,
+    LiveView,
+    create_simulated_microscope,
+    release_core,
+)
 from sn2n_live.method._denoiser import Denoiser
 
 SIDE = 64
@@ -122,6 +127,42 @@ def test_view_idles_while_no_sequence_runs(demo, denoiser):
     assert view.latest() is None and view.latest_raw() is None
     assert stats.state == "waiting" and stats.frames_received == 0
     assert cpu < 0.25 * wall, f"idle view used {cpu:.3f} s of CPU in {wall:.3f} s"
+
+
+class CountingSimulatedCalls:
+    """Record which threads call a core method (the real method still runs)."""
+
+    def __init__(self, core, name: str):
+        self.threads: list[str] = []
+        original = getattr(core, name)
+
+        def counted(*args, **kwargs):
+            self.threads.append(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        setattr(core, name, counted)
+
+
+def test_the_worker_never_asks_an_idle_unicore_whether_it_streams(denoiser):
+    # UniMMCore.isSequenceRunning() drops a camera thread that is made but not started
+    # yet: a worker asking it while live mode starts could orphan the camera (seen as a
+    # live button that did not take). The view follows the core's events instead.
+    core = create_simulated_microscope(shape=(256, 256))
+    try:
+        asked = CountingSimulatedCalls(core, "isSequenceRunning")
+        with LiveView(core, denoiser, poll_s=0.001) as view:
+            time.sleep(0.3)
+            assert "sn2n-live-view" not in asked.threads
+            for _ in range(5):
+                core.startContinuousSequenceAcquisition(0)
+                assert core.isSequenceRunning()
+                seen = view.stats().frames_received
+                _until(lambda seen=seen: view.stats().frames_received > seen)
+                core.stopSequenceAcquisition()
+                _until(lambda: view.stats().state == "waiting")
+        assert "sn2n-live-view" in asked.threads  # it did ask, while the camera streamed
+    finally:
+        release_core(core)
 
 
 def test_a_slow_denoiser_skips_to_the_newest_frame(demo, denoiser):

@@ -9,6 +9,7 @@ as the denoiser allows and offers the pair to a preview; nothing is saved.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -154,6 +155,22 @@ class LiveView:
         # Pairs come seconds apart on a CPU: a 2 s window would often hold one (rate 0).
         self._denoise_rate = RateMeter(window_s=10.0)
         self._latency = LatencyRecorder()
+        # Whether the camera streams, from the core's events (and asked once here, on the
+        # caller's thread). The worker asks isSequenceRunning() only while this is set:
+        # UniMMCore's answers by dropping a thread that is not alive, and a thread that
+        # is made but not yet started is not alive, so a worker asking from the side while
+        # live mode starts can orphan the camera thread (live mode then reads as off).
+        self._streaming = threading.Event()
+        if core.isSequenceRunning():
+            self._streaming.set()
+        core.events.continuousSequenceAcquisitionStarted.connect(self._on_streaming_started)
+        core.events.sequenceAcquisitionStopped.connect(self._on_sequence_stopped)
+
+    def _on_streaming_started(self) -> None:
+        self._streaming.set()
+
+    def _on_sequence_stopped(self, *_: Any) -> None:
+        self._streaming.clear()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -193,6 +210,10 @@ class LiveView:
             if self._thread.is_alive():
                 return  # still denoising its last frame; stop() again to wait more
         self._finished = True
+        events = self._core.events
+        with contextlib.suppress(TypeError, RuntimeError):  # the core may be gone already
+            events.continuousSequenceAcquisitionStarted.disconnect(self._on_streaming_started)
+            events.sequenceAcquisitionStopped.disconnect(self._on_sequence_stopped)
         self._emit(self.events.finished)
 
     def __enter__(self) -> LiveView:
@@ -378,7 +399,7 @@ class LiveView:
 
     def _following(self) -> bool:
         """Whether a continuous acquisition runs that the view may follow."""
-        if self._paused:
+        if self._paused or not self._streaming.is_set():
             return False
         return bool(self._core.isSequenceRunning()) and not self._core.mda.is_running()
 
