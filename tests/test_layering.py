@@ -56,6 +56,21 @@ RULES = {
         *UI,
         *QT,
     ),
+    # SIM reconstruction: numpy/scipy/torch on frames; it knows no hardware, store or GUI.
+    "sim": (
+        "sn2n_live.app",
+        "sn2n_live.acquisition",
+        "sn2n_live.engine",
+        "sn2n_live.method",
+        "sn2n_live.io",
+        "sn2n_live.profiles",
+        "sn2n_live.preview",
+        "pymmcore_plus",
+        "ome_writers",
+        "zarr",
+        *UI,
+        *QT,
+    ),
     "acquisition": (*QT, "sn2n_live.preview", "sn2n_live.app"),
     # The GUI application composes the layers below it; only the command line is above.
     "app": UI,
@@ -74,7 +89,7 @@ RULES = {
     "cli": QT,
 }
 # Nothing below the dose tuner imports it.
-for _below in ("method", "simulation", "engine", "config", "acquisition", "io", "preview"):
+for _below in ("method", "simulation", "sim", "engine", "config", "acquisition", "io", "preview"):
     RULES.setdefault(_below, ())
     RULES[_below] = (*RULES[_below], "sn2n_live.tune")
 # Modules that import nothing but the standard library and these.

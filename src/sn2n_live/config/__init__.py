@@ -21,6 +21,7 @@ from sn2n_live.config._choices import (
     PatternSource,
     Precision,
     Recipe,
+    ReconSource,
     TrainingInit,
     UNetPreset,
     ZarrBackend,
@@ -36,7 +37,7 @@ from sn2n_live.config._sim_plan import (
 )
 
 # Defined with the simulator (which cannot import this package: it is imported by it).
-from sn2n_live.simulation import StructureKind
+from sn2n_live.simulation import PSFKind, StructureKind
 
 __all__ = [
     "ANGLE_KEY",
@@ -52,9 +53,11 @@ __all__ = [
     "Isolation",
     "MicroscopeKind",
     "NormalizationPolicy",
+    "PSFKind",
     "PatternSource",
     "Precision",
     "Recipe",
+    "ReconSource",
     "SIMEventMetadata",
     "SIMPlan",
     "StructureKind",

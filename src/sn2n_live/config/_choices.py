@@ -32,6 +32,7 @@ __all__ = [
     "PatternSource",
     "Precision",
     "Recipe",
+    "ReconSource",
     "TrainingInit",
     "UNetPreset",
     "ZarrBackend",
@@ -64,6 +65,13 @@ Isolation = Literal["thread", "process"]
 
 # SIM: how the pattern reaches the hardware (see SIMPlan).
 PatternSource = Literal["slm", "properties", "metadata"]
+
+
+class ReconSource(StrEnum):
+    """Which frames of a run a SIM reconstruction is made from."""
+
+    RAW = "raw"
+    DENOISED = "denoised"
 
 
 class Recipe(StrEnum):

@@ -17,11 +17,14 @@ from ._frames import SimulatedFrames, simulate_sim_frames
 from ._optics import (
     DEFAULT_PERIOD_PX,
     DEFAULT_PSF_SIGMA_PX,
+    PSF_KINDS,
+    PSFKind,
     SIMIllumination,
     otf,
     otf_cutoff,
     otf_grid,
     psf_blur,
+    pupil_otf,
 )
 from ._sample import (
     DEFAULT_BACKGROUND_FRACTION,
@@ -43,8 +46,10 @@ __all__ = [
     "DEFAULT_HAZE_SIGMA_PX",
     "DEFAULT_PERIOD_PX",
     "DEFAULT_PSF_SIGMA_PX",
+    "PSF_KINDS",
     "STRUCTURE_KINDS",
     "CameraModel",
+    "PSFKind",
     "SIMIllumination",
     "SimulatedFrames",
     "SimulatedSample",
@@ -56,5 +61,6 @@ __all__ = [
     "otf_cutoff",
     "otf_grid",
     "psf_blur",
+    "pupil_otf",
     "simulate_sim_frames",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._camera import CameraModel
 from ._checks import NOISE_STREAM, check_float, check_seed, check_shape, seed_sequence
-from ._optics import DEFAULT_PSF_SIGMA_PX, SIMIllumination
+from ._optics import DEFAULT_PSF_SIGMA_PX, PSFKind, SIMIllumination
 from ._sample import (
     DEFAULT_BACKGROUND_FRACTION,
     DEFAULT_HAZE_FRACTION,
@@ -53,6 +53,8 @@ class SimulatedFrames:
         background dilute it further in ``clean``).
     psf_sigma_px : float
         Gaussian PSF standard deviation in pixels.
+    psf_kind : {"gaussian", "ideal"}
+        The PSF model (the "ideal" one has the cut-off ``otf_cutoff(psf_sigma_px)``).
     background_photons : float
         Flat autofluorescence in photons per pixel of every frame (patterns of mean 0.5;
         a field that does not hold whole stripe periods shifts it by < 1 %).
@@ -76,6 +78,7 @@ class SimulatedFrames:
     modulation: float
     image_modulation: float
     psf_sigma_px: float
+    psf_kind: PSFKind
     background_photons: float
     photons: float
     illumination: SIMIllumination
@@ -97,6 +100,7 @@ def simulate_sim_frames(
     drift_px_per_s: Sequence[float] = (0.0, 0.0),
     frame_interval_s: float = 1.0,
     seed: int = 0,
+    psf_kind: PSFKind = "gaussian",
 ) -> SimulatedFrames:
     """Simulate a low-light SIM time series with ground truth.
 
@@ -142,6 +146,9 @@ def simulate_sim_frames(
     seed : int
         Non-negative seed; the same seed gives identical arrays, different seeds give
         different structures and different noise.
+    psf_kind : {"gaussian", "ideal"}
+        The detection PSF's model (:func:`~sn2n_live.simulation.otf`): the Gaussian, or
+        the ideal widefield PSF of the same cut-off, which passes nothing beyond it.
 
     Returns
     -------
@@ -169,6 +176,7 @@ def simulate_sim_frames(
         background_fraction=background_fraction,
         drift_px_per_s=drift_px_per_s,
         seed=seed,
+        psf_kind=psf_kind,
     )
     patterns = illumination.patterns(shape)
     # Scaling by 1/peak makes `photons` the in-focus count at a pattern maximum, whatever
@@ -251,8 +259,9 @@ def _with_truth(
         pattern_wavevectors=illumination.wavevectors(),
         pattern_phases=illumination.phases_rad(),
         modulation=illumination.modulation,
-        image_modulation=illumination.image_modulation(sample.psf_sigma_px),
+        image_modulation=illumination.image_modulation(sample.psf_sigma_px, sample.psf_kind),
         psf_sigma_px=sample.psf_sigma_px,
+        psf_kind=sample.psf_kind,
         background_photons=scale * sample.background_fraction * 0.5,
         photons=photons,
         illumination=illumination,

@@ -15,6 +15,7 @@ about 8 %, close to a real widefield OTF's ~7 % at that fraction of its cut-off.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,11 @@ from scipy import fft
 from ._checks import check_float, check_shape
 
 DEFAULT_PSF_SIGMA_PX = 1.5
+# The detection PSF's model: "gaussian" (the default), or "ideal", the aberration-free
+# widefield OTF of a circular pupil with the same cut-off 2 NA/λ = 0.42/σ, which (unlike
+# the Gaussian) passes nothing beyond it.
+PSFKind = Literal["gaussian", "ideal"]
+PSF_KINDS: tuple[str, ...] = get_args(PSFKind)
 # 2 NA/λ in units of 1/σ for the Gaussian fit σ = 0.21 λ/NA (see the module docstring).
 _CUTOFF_TIMES_SIGMA = 0.42
 # Where a SIM pattern frequency usually sits: inside the OTF support, close to its edge.
@@ -47,8 +53,10 @@ def otf_cutoff(psf_sigma_px: float) -> float:
     return _CUTOFF_TIMES_SIGMA / sigma
 
 
-def otf(frequency: float | np.ndarray, psf_sigma_px: float) -> float | np.ndarray:
-    """Return the Gaussian OTF ``exp(-2π² σ² f²)`` at ``frequency`` (cycles/px).
+def otf(
+    frequency: float | np.ndarray, psf_sigma_px: float, kind: PSFKind = "gaussian"
+) -> float | np.ndarray:
+    """Return the OTF at ``frequency`` (cycles/px).
 
     Parameters
     ----------
@@ -56,21 +64,40 @@ def otf(frequency: float | np.ndarray, psf_sigma_px: float) -> float | np.ndarra
         Spatial frequency magnitude(s) in cycles/px.
     psf_sigma_px : float
         PSF standard deviation in pixels, >= 0 (0 is a perfect system, OTF 1).
+    kind : {"gaussian", "ideal"}
+        ``"gaussian"``: ``exp(-2π² σ² f²)``. ``"ideal"``: ``(2/π)(acos ρ - ρ √(1-ρ²))``
+        with ``ρ = f / otf_cutoff(σ)``, 0 beyond the cut-off.
 
     Returns
     -------
     float or numpy.ndarray
-        The OTF, in (0, 1].
+        The OTF, in [0, 1].
     """
     sigma = check_float(psf_sigma_px, name="psf_sigma_px", minimum=0.0)
-    return np.exp(-2.0 * np.pi**2 * sigma**2 * np.square(frequency))
+    if kind not in PSF_KINDS:
+        raise ValueError(f"psf kind must be one of {PSF_KINDS}; got {kind!r}")
+    if kind == "gaussian" or sigma == 0:
+        return np.exp(-2.0 * np.pi**2 * sigma**2 * np.square(frequency))
+    values = pupil_otf(
+        np.abs(np.asarray(frequency, dtype=np.float64)) * sigma / _CUTOFF_TIMES_SIGMA
+    )
+    return float(values) if np.ndim(values) == 0 else values
 
 
-def otf_grid(shape: Sequence[int], psf_sigma_px: float) -> np.ndarray:
-    """Return the Gaussian OTF on the ``scipy.fft.rfft2`` frequency grid of ``shape``.
+def pupil_otf(rho: float | np.ndarray) -> np.ndarray:
+    """Return the aberration-free OTF of a circular pupil, ``(2/π)(acos ρ - ρ √(1-ρ²))``.
+
+    ``rho`` is the frequency over the cut-off ``2 NA/λ``; the OTF is 0 from ``ρ = 1`` on.
+    """
+    r = np.clip(np.asarray(rho, dtype=np.float64), 0.0, 1.0)
+    return (2.0 / np.pi) * (np.arccos(r) - r * np.sqrt(1.0 - r * r))
+
+
+def otf_grid(shape: Sequence[int], psf_sigma_px: float, kind: PSFKind = "gaussian") -> np.ndarray:
+    """Return the OTF on the ``scipy.fft.rfft2`` frequency grid of ``shape``.
 
     Multiplying a field's ``rfft2`` by it and transforming back is a periodic
-    convolution with the (unit-sum) Gaussian PSF.
+    convolution with the (unit-sum) PSF.
 
     Parameters
     ----------
@@ -78,6 +105,8 @@ def otf_grid(shape: Sequence[int], psf_sigma_px: float) -> np.ndarray:
         ``(height, width)`` in pixels, each >= 16.
     psf_sigma_px : float
         PSF standard deviation in pixels, >= 0.
+    kind : {"gaussian", "ideal"}
+        The PSF model (see :func:`otf`).
 
     Returns
     -------
@@ -85,10 +114,12 @@ def otf_grid(shape: Sequence[int], psf_sigma_px: float) -> np.ndarray:
         ``(height, width // 2 + 1)`` float32.
     """
     h, w = check_shape(shape)
-    # Separable: exp(-c (fy² + fx²)) is an outer product of two 1-D OTFs.
-    otf_y = otf(fft.fftfreq(h), psf_sigma_px)
-    otf_x = otf(fft.rfftfreq(w), psf_sigma_px)
-    return np.outer(otf_y, otf_x).astype(np.float32)
+    fy = fft.fftfreq(h)[:, None]
+    fx = fft.rfftfreq(w)[None, :]
+    if kind == "gaussian":
+        # Separable: exp(-c (fy² + fx²)) is an outer product of two 1-D OTFs.
+        return (otf(fy, psf_sigma_px) * otf(fx, psf_sigma_px)).astype(np.float32)
+    return np.asarray(otf(np.hypot(fy, fx), psf_sigma_px, kind), dtype=np.float32)
 
 
 DEFAULT_PERIOD_PX = 1.0 / (DEFAULT_PATTERN_FRACTION_OF_CUTOFF * otf_cutoff(DEFAULT_PSF_SIGMA_PX))
@@ -158,13 +189,15 @@ class SIMIllumination(BaseModel):
         steps = 2 * np.pi * np.arange(self.n_phases) / self.n_phases
         return np.broadcast_to(steps, (self.n_angles, self.n_phases)).copy()
 
-    def image_modulation(self, psf_sigma_px: float) -> float:
+    def image_modulation(self, psf_sigma_px: float, kind: PSFKind = "gaussian") -> float:
         """Return the stripe modulation in the in-focus camera image.
 
         Parameters
         ----------
         psf_sigma_px : float
-            Gaussian PSF standard deviation in pixels, >= 0.
+            PSF standard deviation in pixels, >= 0.
+        kind : {"gaussian", "ideal"}
+            The PSF model (see :func:`otf`).
 
         Returns
         -------
@@ -172,7 +205,7 @@ class SIMIllumination(BaseModel):
             ``modulation * OTF(1 / period_px)``: the relative stripe amplitude that a
             uniform in-focus density shows, without haze or background.
         """
-        return float(self.modulation * otf(1.0 / self.period_px, psf_sigma_px))
+        return float(self.modulation * otf(1.0 / self.period_px, psf_sigma_px, kind))
 
     def patterns(self, shape: Sequence[int]) -> np.ndarray:
         """Return all illumination patterns for a field of ``shape``.
@@ -231,7 +264,9 @@ def psf_blur(structure: np.ndarray, sigma_px: float) -> np.ndarray:
     return blur_and_normalize(structure, sigma_px)[0]
 
 
-def blur_and_normalize(structure: np.ndarray, sigma_px: float) -> tuple[np.ndarray, float]:
+def blur_and_normalize(
+    structure: np.ndarray, sigma_px: float, kind: PSFKind = "gaussian"
+) -> tuple[np.ndarray, float]:
     """Return :func:`psf_blur` of ``structure`` and the blurred maximum it divided by."""
     sigma_px = check_float(sigma_px, name="psf_sigma_px", minimum=0.0)
     image = np.asarray(structure, dtype=np.float64)
@@ -240,7 +275,7 @@ def blur_and_normalize(structure: np.ndarray, sigma_px: float) -> tuple[np.ndarr
     # Periodic boundaries match the periodic structures and the wrap-around drift; the
     # same OTF grid as the image formation, so this is exactly its in-focus blur.
     if sigma_px > 0:
-        image = fft.irfft2(fft.rfft2(image) * otf_grid(image.shape, sigma_px), s=image.shape)
+        image = fft.irfft2(fft.rfft2(image) * otf_grid(image.shape, sigma_px, kind), s=image.shape)
     peak = float(image.max())
     if not peak > 0:
         raise ValueError("structure must have a positive maximum to be normalized")

@@ -10,7 +10,9 @@ A frame under an excitation pattern ``I(r)`` in [0, 1] has the expected photon m
   to time ``t``; the stripes multiply it *before* any blur, as the excitation does, so
   the detection PSF attenuates their contrast by the OTF at the pattern frequency.
 - ``PSF`` and ``G_haze`` are unit-sum periodic Gaussians of ``psf_sigma_px`` and
-  ``haze_sigma_px`` (convolutions are FFT products on the torus the structures live on).
+  ``haze_sigma_px`` (convolutions are FFT products on the torus the structures live on);
+  with ``psf_kind="ideal"`` the PSF is instead the aberration-free widefield PSF of the
+  same cut-off (``otf_cutoff(psf_sigma_px)``), whose OTF ends there.
 - Out of focus the stripes wash out, so haze and background see only the pattern mean
   ``<I>``. Haze stands for the out-of-focus part of the cell: it carries
   ``haze_fraction`` of the in-focus photon flux. The background is a flat
@@ -28,7 +30,7 @@ import numpy as np
 from scipy import fft
 
 from ._checks import check_float, check_seed, check_shape, check_vector2
-from ._optics import DEFAULT_PSF_SIGMA_PX, blur_and_normalize, otf_grid
+from ._optics import DEFAULT_PSF_SIGMA_PX, PSF_KINDS, PSFKind, blur_and_normalize, otf_grid
 from ._structures import StructureKind, check_kind, make_structure_layers
 
 DEFAULT_HAZE_FRACTION = 0.15
@@ -84,6 +86,8 @@ class SimulatedSample:
         at ``r + v * t`` at time ``t`` (wrapping around the edges).
     seed : int
         Non-negative seed of the structures.
+    psf_kind : {"gaussian", "ideal"}
+        The detection PSF's model (:func:`~sn2n_live.simulation.otf`).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class SimulatedSample:
         background_fraction: float = DEFAULT_BACKGROUND_FRACTION,
         drift_px_per_s: Sequence[float] = (0.0, 0.0),
         seed: int = 0,
+        psf_kind: PSFKind = "gaussian",
     ) -> None:
         shape = check_shape(shape)
         self.kind: StructureKind | None = check_kind(kind)  # type: ignore[assignment]
@@ -110,6 +115,7 @@ class SimulatedSample:
             haze_sigma_px=haze_sigma_px,
             background_fraction=background_fraction,
             drift_px_per_s=drift_px_per_s,
+            psf_kind=psf_kind,
         )
 
     @classmethod
@@ -123,6 +129,7 @@ class SimulatedSample:
         haze_sigma_px: float = DEFAULT_HAZE_SIGMA_PX,
         background_fraction: float = DEFAULT_BACKGROUND_FRACTION,
         drift_px_per_s: Sequence[float] = (0.0, 0.0),
+        psf_kind: PSFKind = "gaussian",
     ) -> SimulatedSample:
         """Image a given density instead of drawn structures.
 
@@ -134,7 +141,7 @@ class SimulatedSample:
         thin : numpy.ndarray, optional
             ``(H, W)`` thin-line part of ``density`` (for :attr:`thin_mask`), in [0, 1]
             and <= ``density``; default none.
-        psf_sigma_px, haze_fraction, haze_sigma_px, background_fraction, drift_px_per_s
+        psf_sigma_px, haze_fraction, haze_sigma_px, background_fraction, drift_px_per_s, psf_kind
             As for the class.
 
         Returns
@@ -162,6 +169,7 @@ class SimulatedSample:
             haze_sigma_px=haze_sigma_px,
             background_fraction=background_fraction,
             drift_px_per_s=drift_px_per_s,
+            psf_kind=psf_kind,
         )
         return sample
 
@@ -175,7 +183,11 @@ class SimulatedSample:
         haze_sigma_px: float,
         background_fraction: float,
         drift_px_per_s: Sequence[float],
+        psf_kind: PSFKind,
     ) -> None:
+        if psf_kind not in PSF_KINDS:
+            raise ValueError(f"psf_kind must be one of {PSF_KINDS}; got {psf_kind!r}")
+        self.psf_kind: PSFKind = psf_kind
         self.shape = (int(density.shape[0]), int(density.shape[1]))
         self.psf_sigma_px = check_float(psf_sigma_px, name="psf_sigma_px", minimum=0.0)
         self.haze_fraction = check_float(haze_fraction, name="haze_fraction", minimum=0.0)
@@ -186,9 +198,9 @@ class SimulatedSample:
         self.drift_px_per_s = check_vector2(drift_px_per_s, name="drift_px_per_s")
 
         # `blurred` is PSF ⊛ D / n; the same n scales the formation. Raises for D = 0.
-        blurred, norm = blur_and_normalize(density, self.psf_sigma_px)
+        blurred, norm = blur_and_normalize(density, self.psf_sigma_px, psf_kind)
         spectrum = fft.rfft2(density)  # complex64 for float32 input
-        otf = otf_grid(self.shape, self.psf_sigma_px) / np.float32(norm)
+        otf = otf_grid(self.shape, self.psf_sigma_px, psf_kind) / np.float32(norm)
         haze_otf = otf_grid(self.shape, self.haze_sigma_px) * np.float32(self.haze_fraction / norm)
         h, w = self.shape
         self._freq_y = fft.fftfreq(h)
@@ -380,7 +392,8 @@ class SimulatedSample:
     def __repr__(self) -> str:
         return (
             f"SimulatedSample(shape={self.shape}, kind={self.kind!r}, "
-            f"psf_sigma_px={self.psf_sigma_px}, haze_fraction={self.haze_fraction}, "
+            f"psf_sigma_px={self.psf_sigma_px}, psf_kind={self.psf_kind!r}, "
+            f"haze_fraction={self.haze_fraction}, "
             f"haze_sigma_px={self.haze_sigma_px}, "
             f"background_fraction={self.background_fraction}, "
             f"drift_px_per_s={self.drift_px_per_s}, seed={self.seed})"
