@@ -26,7 +26,10 @@ from sn2n_live.config import (
     NormalizationPolicy,
     PatternSource,
     Precision,
+    PSFKind,
     Recipe,
+    ReconLive,
+    ReconSource,
     StructureKind,
     TrainingInit,
     UNetPreset,
@@ -82,6 +85,9 @@ PROFILE_FIELDS = {
     "output.backlog_policy": BacklogPolicy,
     "output.zarr_backend": ZarrBackend,
     "output.isolation": Isolation,
+    "reconstruction.live": ReconLive,
+    "reconstruction.source": ReconSource,
+    "reconstruction.psf": PSFKind,
 }
 
 

@@ -24,7 +24,9 @@ from sn2n_live.config import (
     DenoisedDtype,
     EngineName,
     NormalizationPolicy,
+    PSFKind,
     Recipe,
+    ReconSource,
     TrainingInit,
     UNetPreset,
 )
@@ -874,6 +876,73 @@ def tune(
         console.print("[yellow]no profile written:[/] no dose meets the targets")
     if rec.dose is None:
         raise typer.Exit(code=1)
+
+
+@app.command()
+@_friendly_errors
+def reconstruct(
+    run: Annotated[Path, typer.Argument(help="Run folder (from acquire, gui or tune).")],
+    source: Annotated[
+        ReconSource, typer.Option("--from", help="Reconstruct the denoised or the raw frames.")
+    ] = ReconSource.DENOISED,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Store to write (default: recon[-raw].ome.zarr in the run)."
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="A saved calibration (default: the run's, or estimated from it)."),
+    ] = None,
+    save_calibration: Annotated[
+        Path | None, typer.Option(help="Write the calibration used (JSON), to reuse.")
+    ] = None,
+    psf: Annotated[PSFKind, typer.Option(help="PSF model of the OTF options below.")] = "gaussian",
+    psf_sigma: Annotated[
+        float | None, typer.Option(help="PSF sigma in camera pixels (the detection OTF).")
+    ] = None,
+    na: Annotated[float | None, typer.Option(help="Objective NA (ideal pupil OTF).")] = None,
+    wavelength_nm: Annotated[float | None, typer.Option(help="Emission wavelength.")] = None,
+    pixel_nm: Annotated[float | None, typer.Option(help="Sample-plane pixel size.")] = None,
+    wiener: Annotated[float, typer.Option(help="Wiener parameter (larger: smoother).")] = 0.05,
+) -> None:
+    """Reconstruct every complete SIM set of a run (2x sampling, OME-Zarr)."""
+    from sn2n_live.acquisition import reconstruct_run
+    from sn2n_live.sim import OTFModel, SIMCalibration
+
+    otf = None
+    if na is not None or wavelength_nm is not None or pixel_nm is not None:
+        otf = OTFModel(kind="ideal", na=na, wavelength_nm=wavelength_nm, pixel_nm=pixel_nm)
+    elif psf_sigma is not None:
+        otf = OTFModel(kind=psf, psf_sigma_px=psf_sigma)
+    with _progress() as progress:
+        task = progress.add_task("reconstructing", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        summary = reconstruct_run(
+            run,
+            source=source,
+            otf=otf,
+            calibration=None if calibration is None else SIMCalibration.load(calibration),
+            wiener=wiener,
+            out=out,
+            save_calibration=save_calibration,
+            progress=advance,
+        )
+    console.print(
+        f"[green]Wrote[/] {summary.path}  ({summary.sets_written} sets from {source} frames, "
+        f"{summary.seconds:.1f} s)"
+    )
+    if summary.sets_incomplete:
+        console.print(f"[yellow]note:[/] {summary.sets_incomplete} incomplete sets left out")
+    for angle in summary.calibration.angles:
+        console.print(
+            f"  pattern {angle.orientation_deg:7.2f}°: period {angle.period_px:.3f} px, "
+            f"modulation {angle.modulation:.2f}"
+        )
 
 
 @app.command()

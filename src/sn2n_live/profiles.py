@@ -32,6 +32,9 @@ from sn2n_live.config import (
     Isolation,
     MicroscopeKind,
     Precision,
+    PSFKind,
+    ReconLive,
+    ReconSource,
     SIMPlan,
     StructureKind,
     TrainingInit,
@@ -173,6 +176,46 @@ class OutputSettings(_Model):
     isolation: Isolation = "process"
 
 
+class ReconstructionSettings(_Model):
+    """SIM reconstruction: live during a run, and the defaults of ``sn2n-live reconstruct``.
+
+    The detection OTF is ``psf_sigma_px`` (a PSF of that Gaussian sigma, or with ``psf =
+    "ideal"`` the ideal pupil of that cut-off) or the optics (``na``, ``wavelength_nm``,
+    ``pixel_nm``: ideal pupil); the simulated microscope's is the default there.
+    """
+
+    live: ReconLive = "off"
+    source: ReconSource = ReconSource.DENOISED
+    psf: PSFKind = "gaussian"
+    psf_sigma_px: Annotated[float, Field(gt=0)] | None = None
+    na: Annotated[float, Field(gt=0, le=1.7)] | None = None
+    wavelength_nm: Annotated[float, Field(gt=0)] | None = None
+    pixel_nm: Annotated[float, Field(gt=0)] | None = None
+    wiener: Annotated[float, Field(gt=0)] = 0.05
+    # A saved calibration (sn2n-live reconstruct --save-calibration); unset: estimated
+    # from the run's first `calibration_sets` complete raw sets, pooled.
+    calibration: Path | None = None
+    calibration_sets: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @model_validator(mode="after")
+    def _one_otf(self) -> ReconstructionSettings:
+        optics = [self.na, self.wavelength_nm, self.pixel_nm]
+        if any(v is not None for v in optics):
+            if not all(v is not None for v in optics) or self.psf_sigma_px is not None:
+                raise ValueError(
+                    "reconstruction: give the OTF as psf_sigma_px, or as all of na, "
+                    "wavelength_nm and pixel_nm (an ideal pupil), not both or a part"
+                )
+            if self.psf != "ideal":
+                raise ValueError("reconstruction: na/wavelength_nm/pixel_nm need psf = 'ideal'")
+        return self
+
+    @property
+    def has_otf(self) -> bool:
+        """Whether the profile states the OTF (else only a simulated microscope has one)."""
+        return self.psf_sigma_px is not None or self.na is not None
+
+
 class Profile(_Model):
     """One microscope's acquisition + denoising profile."""
 
@@ -186,6 +229,26 @@ class Profile(_Model):
     training: TrainingSettings = TrainingSettings()
     denoise: DenoiseSettings = DenoiseSettings()
     output: OutputSettings = OutputSettings()
+    reconstruction: ReconstructionSettings = ReconstructionSettings()
+
+    @model_validator(mode="after")
+    def _reconstruction_has_what_it_needs(self) -> Profile:
+        rec = self.reconstruction
+        if rec.live == "off":
+            return self
+        if self.sim is None or self.sim.n_phases < 3:
+            raise ValueError(
+                f"reconstruction.live = {rec.live!r} needs a [sim] table with n_phases >= 3; "
+                "set reconstruction.live = 'off' or add [sim]"
+            )
+        if not rec.has_otf and self.microscope.kind != MicroscopeKind.SIMULATED:
+            raise ValueError(
+                "reconstruction.live needs the detection OTF: set reconstruction.psf_sigma_px, "
+                "or reconstruction.na, wavelength_nm and pixel_nm with psf = 'ideal'"
+            )
+        if rec.live == "save" and self.output.format != "ome-zarr":
+            raise ValueError("reconstruction.live = 'save' writes recon.ome.zarr: needs ome-zarr")
+        return self
 
     @model_validator(mode="after")
     def _writer_can_store_layout(self) -> Profile:
@@ -300,6 +363,11 @@ def _resolve_paths(profile: Profile, base: Path) -> Profile:
     config = profile.microscope.config_file
     if config is not None and not config.is_absolute():
         updates["microscope"] = profile.microscope.model_copy(update={"config_file": base / config})
+    calibration = profile.reconstruction.calibration
+    if calibration is not None and not calibration.is_absolute():
+        updates["reconstruction"] = profile.reconstruction.model_copy(
+            update={"calibration": base / calibration}
+        )
     return profile.model_copy(update=updates) if updates else profile
 
 

@@ -16,6 +16,8 @@ its psygnal signals. Modules, one job each (docs/architecture.md draws a frame's
 - ``_writers``: store layout and the run folder's stores
 - ``_session``: ``live_denoise``, ``open_microscope``, ``acquire_*``
 - ``_background``: ``BackgroundRun``, one run on a worker thread (for GUIs)
+- ``_recon``: SIM reconstruction of a run's sets, live (``LiveReconstruction``) and
+  offline (``reconstruct_run``), into ``recon.ome.zarr``
 - ``_live_view``: live mode (``LiveView``: the newest frame denoised, nothing saved) and
   ``LiveRecording`` (a saved run from that moment)
 """
@@ -35,6 +37,12 @@ from sn2n_live.acquisition._contracts import (
 from sn2n_live.acquisition._handler import LiveDenoiseHandler
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
 from sn2n_live.acquisition._live_view import LiveRecording, LiveView, LiveViewEvents
+from sn2n_live.acquisition._recon import (
+    LatestRecon,
+    ReconOptions,
+    ReconstructionSummary,
+    reconstruct_run,
+)
 from sn2n_live.acquisition._session import (
     acquire_live,
     acquire_pilot,
@@ -62,6 +70,7 @@ __all__ = [
     "Finding",
     "FrameDenoiser",
     "LatestPair",
+    "LatestRecon",
     "LiveDenoiseEvents",
     "LiveDenoiseHandler",
     "LiveHandler",
@@ -70,6 +79,8 @@ __all__ = [
     "LiveView",
     "LiveViewEvents",
     "ProcessLiveDenoiseHandler",
+    "ReconOptions",
+    "ReconstructionSummary",
     "RunState",
     "RunStatus",
     "RunSummary",
@@ -90,5 +101,6 @@ __all__ = [
     "open_microscope",
     "profile_events",
     "profile_run_options",
+    "reconstruct_run",
     "release_core",
 ]

@@ -26,6 +26,7 @@ import numpy as np
 from sn2n_live.acquisition import _transport as tp
 from sn2n_live.acquisition._contracts import LatestPair, RunSummary, load_denoiser
 from sn2n_live.acquisition._pipeline import LivePipeline
+from sn2n_live.acquisition._recon import LatestRecon
 
 __all__ = ["child_main"]
 
@@ -64,6 +65,7 @@ class _PairPublisher:
         self._link = link
         self.counters = counters
         self.slot: tp.PairSlot | None = None
+        self.recon: _ReconPublisher | None = None  # the reconstruction's, beside the pair's
         self._gen = 0
         self._time = 0.0
         self.frame = -1
@@ -85,6 +87,28 @@ class _PairPublisher:
             self._link.send(ready)
 
 
+class _ReconPublisher:
+    """Puts each new live SIM reconstruction in shared memory (pixels never in the pipe)."""
+
+    def __init__(self, link: _Link) -> None:
+        self._link = link
+        self.slot: tp.ReconSlot | None = None
+        self._gen = 0
+        self._lock = threading.Lock()
+
+    def publish(self, latest: LatestRecon) -> None:
+        with self._lock:
+            if self.slot is None:
+                return
+            self._gen += 2
+            if self.slot.publish(latest.image, self._gen):
+                shape = (int(latest.image.shape[0]), int(latest.image.shape[1]))
+                ready = tp.ReconReady(
+                    self._gen, latest.set_number, shape, latest.source, latest.compute_ms
+                )
+                self._link.send(ready)
+
+
 def child_main(conn: Connection) -> None:
     """Build the pipeline the acquisition process asks for and feed it until the run ends."""
     link = _Link(conn)
@@ -103,6 +127,8 @@ def child_main(conn: Connection) -> None:
     counters = tp.SharedCounters(tp.attach(config.counters_name))
     ring = tp.FrameRing(tp.attach(config.ring_name))
     publisher = _PairPublisher(link, counters)
+    publisher.recon = _ReconPublisher(link)
+    pipeline.recon_listener = publisher.recon.publish
     finished = _connect(pipeline, link, publisher)
     link.send(tp.Ready())
     stop = threading.Event()
@@ -181,6 +207,8 @@ def _serve(
             pipeline.accept(message.image, info.event(), info.meta, info.t_arrival)
         elif isinstance(message, tp.UsePairSlot):
             publisher.slot = tp.PairSlot(tp.attach(message.name), publisher.counters)
+        elif isinstance(message, tp.UseReconSlot) and publisher.recon is not None:
+            publisher.recon.slot = tp.ReconSlot(tp.attach(message.name))
         elif isinstance(message, tp.Start):
             pipeline.start(message.sequence)
         elif isinstance(message, tp.Canceled):

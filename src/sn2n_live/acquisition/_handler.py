@@ -24,6 +24,7 @@ from sn2n_live.acquisition._contracts import (
     RunSummary,
 )
 from sn2n_live.acquisition._pipeline import LivePipeline
+from sn2n_live.acquisition._recon import LatestRecon, ReconOptions
 from sn2n_live.acquisition._relay import RelayWatch
 from sn2n_live.acquisition._stats import LiveStats
 from sn2n_live.acquisition._writers import (
@@ -101,6 +102,11 @@ class LiveDenoiseHandler:
         up. Needs a denoiser whose ``denoise(frames, risk=True)`` returns a
         :class:`~sn2n_live.method.Denoised` (sn2n-live's and the engines' do) and
         OME-Zarr output.
+    laser : tuple, optional
+        ``(device, property, percent)`` of the laser when the run starts (run.json dose).
+    recon : ReconOptions, optional
+        Reconstruct the run's SIM sets live on a worker thread (:meth:`latest_recon`;
+        ``recon.ome.zarr`` with ``save``); see :mod:`sn2n_live.acquisition._recon`.
 
     Raises
     ------
@@ -129,6 +135,7 @@ class LiveDenoiseHandler:
         copy_frames: bool | None = None,
         risk: bool = False,
         laser: tuple[str, str, float] | None = None,
+        recon: ReconOptions | None = None,
     ) -> None:
         self._pipeline = LivePipeline(
             denoiser,
@@ -149,6 +156,7 @@ class LiveDenoiseHandler:
             copy_frames=copy_frames,
             risk=risk,
             laser=laser,
+            recon=recon,
         )
         self.run_dir = self._pipeline.run_dir
         self.events: LiveDenoiseEvents = self._pipeline.events
@@ -203,6 +211,10 @@ class LiveDenoiseHandler:
         Summed only while a preview polls :meth:`latest` (None before, and outside SIM).
         """
         return self._pipeline.latest_widefield()
+
+    def latest_recon(self) -> LatestRecon | None:
+        """Return the newest live SIM reconstruction (None before the first, or off)."""
+        return self._pipeline.latest_recon()
 
     def stats(self) -> LiveStats:
         """Return a snapshot of the run's live statistics (thread-safe)."""

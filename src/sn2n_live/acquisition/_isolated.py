@@ -59,6 +59,7 @@ from sn2n_live.acquisition._contracts import (
     wait_until_done,
 )
 from sn2n_live.acquisition._pipeline import PREVIEW_WATCH_S, Inbox
+from sn2n_live.acquisition._recon import LatestRecon
 from sn2n_live.acquisition._record import (
     ErrorLog,
     journal_frames,
@@ -174,6 +175,10 @@ class ProcessLiveDenoiseHandler:
         self._counters = tp.SharedCounters.create()
         self._ring = tp.FrameRing.create(ring_bytes)
         self._pair_slot: tp.PairSlot | None = None  # sized by the first frame
+        self._wants_recon = options.get("recon") is not None
+        self._recon_slot: tp.ReconSlot | None = None  # sized by the first frame too
+        self._recon_waiting: tp.ReconReady | None = None
+        self._latest_recon: LatestRecon | None = None
         self._slots_used = 0
         self._inbox = Inbox(_POLL_S)
         self._in_flight: deque[_InFlight] = deque()  # sent, not yet written by the child
@@ -261,6 +266,23 @@ class ProcessLiveDenoiseHandler:
         (None before, and outside SIM).
         """
         return self._widefield.latest
+
+    def latest_recon(self) -> LatestRecon | None:
+        """Return the newest live SIM reconstruction, copied from the denoise process.
+
+        Copied only when asked for (and only once per new one); None before the first.
+        """
+        ready, slot = self._recon_waiting, self._recon_slot
+        latest = self._latest_recon
+        if ready is None or slot is None or (latest is not None and latest.gen >= ready.gen):
+            return latest
+        with self._pair_lock:
+            image = slot.take(ready)
+            if image is not None:
+                self._latest_recon = LatestRecon(
+                    ready.set_number, image, ready.source, ready.compute_ms, gen=ready.gen
+                )
+        return self._latest_recon
 
     def stats(self) -> LiveStats:
         """Newest live statistics from the denoise process (every ``stats_interval_s``)."""
@@ -422,6 +444,10 @@ class ProcessLiveDenoiseHandler:
             shm = SharedMemory(create=True, size=tp.PairSlot.bytes_for(img))
             self._pair_slot = tp.PairSlot(shm, self._counters)
             self._send(tp.UsePairSlot(shm.name))
+            if self._wants_recon:
+                recon_shm = SharedMemory(create=True, size=tp.ReconSlot.bytes_for(img))
+                self._recon_slot = tp.ReconSlot(recon_shm)
+                self._send(tp.UseReconSlot(recon_shm.name))
         if not ring.fits(img):
             self._in_flight.append(_InFlight(seq, None, img, index, small))
             self._send(tp.FrameInline(info, img))
@@ -499,6 +525,8 @@ class ProcessLiveDenoiseHandler:
                         pair = self._take_pair()
                         if pair is not None:
                             self._emit(self.events.pair, pair)
+                elif isinstance(message, tp.ReconReady):
+                    self._recon_waiting = message
                 elif isinstance(message, tp.RawFailed):
                     self._emit(self.events.raw_failed, message.message)
                 elif isinstance(message, tp.Finished):
@@ -614,6 +642,7 @@ class ProcessLiveDenoiseHandler:
             self._ring.shm,
             self._counters.shm,
             None if self._pair_slot is None else self._pair_slot.shm,
+            None if self._recon_slot is None else self._recon_slot.shm,
         )
 
 

@@ -63,6 +63,7 @@ from sn2n_live.acquisition._contracts import (
     is_denoiser,
     wait_until_done,
 )
+from sn2n_live.acquisition._recon import LatestRecon, LiveReconstruction, ReconOptions
 from sn2n_live.acquisition._record import DoseMeter, RunRecord, summary_from_document
 from sn2n_live.acquisition._stats import LiveStats
 from sn2n_live.acquisition._writers import (
@@ -289,6 +290,7 @@ class LivePipeline:
         risk: bool = False,
         laser: tuple[str, str, float] | None = None,
         isolation: Isolation = "thread",
+        recon: ReconOptions | None = None,
     ) -> None:
         check_options(
             denoiser,
@@ -319,6 +321,10 @@ class LivePipeline:
         self._provenance = _jsonable(dict(denoiser.provenance), "denoiser.provenance")
         self._watch = _photometry_watch(denoiser)
         self._risk = risk
+        self._recon_options = recon
+        self._recon: LiveReconstruction | None = None
+        # Set before the run by process mode: each new reconstruction is published.
+        self.recon_listener: Callable[[LatestRecon], None] | None = None
         self._stats_interval = float(stats_interval_s)
         self._denoise_threads = denoise_threads
         self._denoise_nice = denoise_nice
@@ -505,6 +511,7 @@ class LivePipeline:
             self._layout = layout_from_events(sequence)
         self._sequence_doc = _describe_sequence(sequence)
         self._writer = self._create_writer(self._layout)
+        self._start_reconstruction()
         self._state = RunState.ACQUIRING
         self._accepting = True
         self._threads = [
@@ -515,6 +522,21 @@ class LivePipeline:
         self._started.set()
         for thread in self._threads:
             thread.start()
+
+    def _start_reconstruction(self) -> None:
+        options = self._recon_options
+        if options is None or self._layout is None:
+            return
+        try:
+            self._recon = LiveReconstruction(
+                options, self.run_dir, self._layout.to_dict(), on_ready=self.recon_listener
+            )
+        except ValueError as exc:  # e.g. no SIM axis: the run goes on without it
+            self.record.note(f"no live SIM reconstruction: {exc}")
+
+    def latest_recon(self) -> LatestRecon | None:
+        """Return the newest live SIM reconstruction (None without one)."""
+        return None if self._recon is None else self._recon.latest
 
     def _create_writer(self, layout: FrameLayout) -> RunWriter:
         try:
@@ -717,6 +739,8 @@ class LivePipeline:
             self._widefield.add(item.tag, image)
         else:
             self._widefield.reset()
+        if self._recon is not None and item.pos is not None:
+            self._recon.offer_raw(item, image)
 
     def _raw_failure(self, writer: RunWriter, item: PendingFrame, exc: Exception) -> None:
         first = not self._raw_failed
@@ -1032,6 +1056,8 @@ class LivePipeline:
             assert item.pos is not None
             writer.append_denoised(item.pos, den, md)
             record.disk_rate.add(den.nbytes)
+            if self._recon is not None:
+                self._recon.offer_denoised(item, den)
             if risk_maps is not None and record.risk_fractions is not None:
                 fraction = float(fractions[i])
                 md_risk = {**frame_metadata(item), "risk_fraction": round(fraction, 6)}
@@ -1075,6 +1101,11 @@ class LivePipeline:
                 writer.close_denoised(pad_to=writer.raw_cursor if writer.is_open else None)
         except Exception as exc:
             self.record.errors.add("denoised_writer", exc)
+        if self._recon is not None:
+            try:
+                self._recon.close()
+            except Exception as exc:
+                self.record.errors.add("reconstruction", exc)
         self.record.timing.t_done = time.perf_counter()
         self._state = RunState.FINISHED
         status = self._status()
@@ -1147,6 +1178,7 @@ class LivePipeline:
             "sequence": self._events_doc if self._events_doc is not None else self._sequence_doc,
             "layout": None if self._layout is None else self._layout.to_dict(),
             "stores": None if writer is None else writer.describe(),
+            "reconstruction": None if self._recon is None else self._recon.summary(),
         }
         watched = self._watch.notes() if self._watch is not None else []
         return self.record.document(status, self._state.value, extra, watched)

@@ -384,6 +384,7 @@ class RunRecord:
                 "frame_ready_us": {"p50": _percentile(fr, 50), "p99": _percentile(fr, 99)},
             },
             "dose": self.dose.summary(),
+            "reconstruction": extra.get("reconstruction"),
             "versions": _versions(),
             "risk": self._risk_summary(),
             "raw_rescue": None,

@@ -29,6 +29,7 @@ from sn2n_live.acquisition._contracts import (
 )
 from sn2n_live.acquisition._handler import LiveDenoiseHandler
 from sn2n_live.acquisition._isolated import ProcessLiveDenoiseHandler
+from sn2n_live.acquisition._recon import recon_options
 from sn2n_live.acquisition._relay import LOST_FINISH
 from sn2n_live.acquisition._simulated import (
     create_demo_core,
@@ -212,6 +213,7 @@ def profile_run_options(profile: Profile) -> dict[str, Any]:
         "zarr_backend": output.zarr_backend,
         "isolation": output.isolation,
         "risk": profile.denoise.risk,
+        "recon": recon_options(profile),
         "laser_property": profile.camera.laser_property,
         "profile": profile.model_dump(mode="json"),
     }

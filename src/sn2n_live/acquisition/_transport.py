@@ -36,6 +36,7 @@ __all__ = [
     "FrameRing",
     "PairSlot",
     "RawRescue",
+    "ReconSlot",
     "SharedCounters",
     "aligned",
     "attach",
@@ -103,6 +104,20 @@ class FrameInline(NamedTuple):
 
 class UsePairSlot(NamedTuple):
     name: str
+
+
+class UseReconSlot(NamedTuple):
+    name: str
+
+
+class ReconReady(NamedTuple):
+    """A reconstruction is in the :class:`ReconSlot` under generation ``gen``."""
+
+    gen: int
+    set_number: int
+    shape: tuple[int, int]
+    source: str
+    compute_ms: float
 
 
 class Canceled(NamedTuple):
@@ -255,6 +270,48 @@ class FrameRing:
     def read(self, offset: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         """Copy a frame out (the child's side: the slot is reused once it is written)."""
         return np.ndarray(shape, np.dtype(dtype), buffer=self.shm.buf, offset=offset).copy()
+
+
+class ReconSlot:
+    """The newest live SIM reconstruction in shared memory, behind its own seqlock.
+
+    The first 8 bytes hold the generation (odd while being written); the image follows.
+    The child writes (:meth:`publish`), the parent copies out (:meth:`take`).
+    """
+
+    _HEADER = 64
+
+    def __init__(self, shm: SharedMemory) -> None:
+        self.shm = shm
+
+    def _generation(self) -> np.ndarray:
+        # A view made per use: one kept would stop the segment from ever closing.
+        return np.ndarray((1,), np.int64, buffer=self.shm.buf)
+
+    @classmethod
+    def bytes_for(cls, frame: np.ndarray) -> int:
+        """Room for the float32 reconstruction (2x in each direction) of ``frame``."""
+        return cls._HEADER + 16 * frame.size
+
+    def publish(self, image: np.ndarray, gen: int) -> bool:
+        """Write ``image`` under generation ``gen`` (even); False if it does not fit."""
+        if self._HEADER + 4 * image.size > self.shm.size:
+            return False
+        generation = self._generation()
+        generation[0] = gen - 1
+        view = np.ndarray(image.shape, np.float32, buffer=self.shm.buf, offset=self._HEADER)
+        np.copyto(view, image, casting="same_kind")
+        generation[0] = gen
+        del view, generation
+        return True
+
+    def take(self, ready: ReconReady) -> np.ndarray | None:
+        """Copy the image out; None if the child overwrote it meanwhile."""
+        if int(self._generation()[0]) != ready.gen:
+            return None
+        buf = self.shm.buf
+        image = np.ndarray(ready.shape, np.float32, buffer=buf, offset=self._HEADER).copy()
+        return image if int(self._generation()[0]) == ready.gen else None
 
 
 class PairSlot:

@@ -32,6 +32,7 @@ __all__ = [
     "PatternSource",
     "Precision",
     "Recipe",
+    "ReconLive",
     "ReconSource",
     "TrainingInit",
     "UNetPreset",
@@ -65,6 +66,11 @@ Isolation = Literal["thread", "process"]
 
 # SIM: how the pattern reaches the hardware (see SIMPlan).
 PatternSource = Literal["slm", "properties", "metadata"]
+
+
+# SIM reconstruction during a run: none, the newest set for the preview, or every set it
+# can keep up with also saved (recon.ome.zarr).
+ReconLive = Literal["off", "preview", "save"]
 
 
 class ReconSource(StrEnum):
