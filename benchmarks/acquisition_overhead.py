@@ -42,6 +42,11 @@ live_default
 live_default_qt
     (``--preview`` only) As ``live_default``, the MDA on its own thread (``core.run_mda``)
     while the main thread runs a Qt event loop: a GUI without a preview.
+live_recon, live_process_recon
+    (``--recon`` only) As ``live`` and ``live_process`` with the live SIM reconstruction
+    saving every set it keeps up with (``reconstruction.live = "save"``, denoised frames,
+    calibrated on the first two raw sets): what reconstructing costs the camera beyond the
+    live hook is the ratio to ``live`` / ``live_process``.
 live_default_previewed
     (``--preview`` only) As ``live_default_qt`` with a ``DenoisePreviewWidget`` shown and
     polling the handler at 10 Hz: what attaching the preview costs the camera beyond the
@@ -92,14 +97,16 @@ import torch
 import useq
 from pymmcore_plus import CMMCorePlus
 
-from sn2n_live.acquisition import FrameDenoiser, LiveDenoiseHandler, live_denoise
+from sn2n_live.acquisition import FrameDenoiser, LiveDenoiseHandler, ReconOptions, live_denoise
 from sn2n_live.config._sim_plan import SIMPlan
 from sn2n_live.method._denoiser import Denoiser
 from sn2n_live.method._package import ModelPackage, save_package
 from sn2n_live.method._unet import PRESETS, UNetConfig
+from sn2n_live.sim import OTFModel
 
 RESULTS = Path(__file__).parent / "results"
 
+RECON = ReconOptions(save=True, source="denoised", otf=OTFModel.gaussian(1.5), calibration_sets=2)
 # What each live condition changes from the default (complete policy, zarr-python,
 # torch.set_num_threads(1) in the worker, worker at nice +19).
 LIVE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -111,6 +118,8 @@ LIVE_OPTIONS: dict[str, dict[str, Any]] = {
     "live_preview": {"policy": "preview"},
     "live_process": {"isolation": "process"},
     "live_process_watched": {"isolation": "process"},
+    "live_recon": {"recon": RECON},
+    "live_process_recon": {"isolation": "process", "recon": RECON},
 }
 
 
@@ -242,6 +251,9 @@ def run_condition(
             status=summary.status,
         )
         assert summary.raw_written == n_frames, summary.to_dict()
+        if "recon" in options:
+            rec = json.loads((out / "run.json").read_text())["reconstruction"]
+            record["recon"] = {k: rec[k] for k in ("sets_reconstructed", "compute_ms_p50")}
     record["seconds"] = round(timer.seconds, 4)
     record["fps"] = round(n_frames / timer.seconds, 2)
     shutil.rmtree(out, ignore_errors=True)
@@ -423,9 +435,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="512^2 only, 2 repeats")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--recon", action="store_true", help="only what the live SIM reconstruction costs"
+    )
+    parser.add_argument(
         "--preview", action="store_true", help="only what attaching the live preview costs"
     )
     args = parser.parse_args()
+    if args.recon:
+        recon_main(args.repeats)
+        return
     if args.preview:
         preview_main(args.repeats)
         return
@@ -597,6 +615,59 @@ def preview_main(repeats: int) -> None:
     print_summary(results)
     for key, data in results["cameras"].items():
         print(f"{key}: previewed / qt-without-preview = {data['preview_cost_ratio']:.3f}")
+    print(f"wrote {path}")
+
+
+def recon_main(repeats: int) -> None:
+    """Measure what the live SIM reconstruction costs the camera (simulated SIM, 512^2)."""
+    from sn2n_live.acquisition._simulated import create_simulated_microscope
+
+    torch.set_num_threads(1)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_at_start": os.getloadavg(),
+        },
+        "repeats": repeats,
+        "cameras": {},
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="sn2n-recon-bench-"))
+    events = SIMPlan(period_px=5.0).expand(
+        useq.MDASequence(time_plan={"interval": 0, "loops": 12}), slm_shape=(512, 512)
+    )
+    try:
+        for key, realtime in (("simulated_512_realtime", True), ("simulated_512", False)):
+            data = with_core(
+                lambda realtime=realtime: create_simulated_microscope(
+                    shape=(512, 512), realtime=realtime, drift_px_per_s=(0.0, 0.0)
+                ),
+                lambda core, label=f"simulated SIM 512^2 (real time: {realtime})": interleaved(
+                    label,
+                    core,
+                    events,
+                    len(events),
+                    ["bare", "live", "live_recon", "live_process", "live_process_recon"],
+                    repeats,
+                    BenchDenoiser("lite"),
+                    tmp,
+                ),
+            )
+            med = data["median_fps"]
+            data["recon_cost_ratio"] = {
+                "thread": round(med["live_recon"] / med["live"], 4),
+                "process": round(med["live_process_recon"] / med["live_process"], 4),
+            }
+            results["cameras"][key] = data
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "acquisition_overhead_recon.json"
+    path.write_text(json.dumps(results, indent=2))
+    print_summary(results)
+    for key, data in results["cameras"].items():
+        print(f"{key}: with / without reconstruction = {data['recon_cost_ratio']}")
     print(f"wrote {path}")
 
 

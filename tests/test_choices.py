@@ -67,11 +67,14 @@ CLI_OPTIONS = {
     ("train", "normalization"): NormalizationPolicy,
     ("denoise", "dtype"): DenoisedDtype,
     ("denoise", "engine"): EngineName,
+    ("reconstruct", "source"): ReconSource,
+    ("reconstruct", "psf"): PSFKind,
 }
 # Arguments that get each command past its required parameters.
 CLI_PREFIX = {
     "train": ["train", "pilot.tif", "--out", "model.sn2n"],
     "denoise": ["denoise", "in.tif", "--model", "model.sn2n", "--out", "out.tif"],
+    "reconstruct": ["reconstruct", "run"],
 }
 PROFILE_FIELDS = {
     "microscope.kind": MicroscopeKind,

@@ -883,7 +883,8 @@ def tune(
 def reconstruct(
     run: Annotated[Path, typer.Argument(help="Run folder (from acquire, gui or tune).")],
     source: Annotated[
-        ReconSource, typer.Option("--from", help="Reconstruct the denoised or the raw frames.")
+        ReconSource,
+        typer.Option("--from", "--source", help="Reconstruct the denoised or the raw frames."),
     ] = ReconSource.DENOISED,
     out: Annotated[
         Path | None,
