@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_set(frames: np.ndarray, n_angles: int, n_phases: int) -> np.ndarray:
-    """Return ``frames`` as a float64 ``(n_angles, n_phases, H, W)`` array.
+def as_set(
+    frames: np.ndarray, n_angles: int, n_phases: int, dtype: type = np.float64
+) -> np.ndarray:
+    """Return ``frames`` as a ``(n_angles, n_phases, H, W)`` array of ``dtype``.
 
     Accepts ``(n_angles * n_phases, H, W)`` (angle slow, phase fast: the acquisition
     order of :class:`~sn2n_live.config.SIMPlan`) or ``(n_angles, n_phases, H, W)``.
@@ -27,7 +29,7 @@ def as_set(frames: np.ndarray, n_angles: int, n_phases: int) -> np.ndarray:
         )
     if min(array.shape[-2:]) < 32:
         raise ValueError(f"SIM frames must be at least 32 x 32 pixels; got {array.shape[-2:]}")
-    out = array.astype(np.float64)
+    out = array.astype(dtype, copy=False)
     if not np.isfinite(out).all():
         raise ValueError("the SIM set holds NaN or infinite values")
     return out

@@ -112,6 +112,12 @@ class WienerReconstructor:
         self._unmix_zero = as_tensor(unmix[:, 0].real, torch.float32)  # real for real frames
         self._unmix_plus = as_tensor(unmix[:, 1], torch.complex64)
         self._taper = as_tensor(edge_taper(self.shape, taper_px), torch.float32)
+        # Zero-padded spectra, reused: only the four corners are written per set (one
+        # reconstructor serves one thread at a time).
+        self._padded_plus = torch.zeros(
+            (len(ks), 2 * h, 2 * w), dtype=torch.complex64, device=self.device
+        )
+        self._padded_zero = torch.zeros((2 * h, w + 1), dtype=torch.complex64, device=self.device)
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array)).to(self.device, dtype)
@@ -148,8 +154,8 @@ class WienerReconstructor:
             stack = frames.to(self.device, torch.float32)
             stack = stack.reshape(cal.n_angles, cal.n_phases, *stack.shape[-2:])
         else:
-            array = as_set(frames, cal.n_angles, cal.n_phases)
-            stack = torch.as_tensor(array, dtype=torch.float32).to(self.device)
+            array = as_set(frames, cal.n_angles, cal.n_phases, np.float32)
+            stack = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
         if tuple(stack.shape[-2:]) != self.shape:
             raise ValueError(
                 f"the calibration is for {self.shape[0]} x {self.shape[1]} frames; these are "
@@ -168,8 +174,9 @@ class WienerReconstructor:
         zero_spectrum = torch.fft.rfft2(zero) * self._otf[:, : w // 2 + 1]
         plus_spectra = torch.fft.fft2(plus) * (self._otf * self._plus_weights[:, None, None])
         # The +1 orders, moved by -k on the 2x grid; the -1 orders are their conjugates.
-        moved = (torch.fft.ifft2(_pad_full(plus_spectra, h, w)) * self._ramps).sum(dim=0)
-        spectrum = _pad_half(zero_spectrum, h, w) + torch.fft.rfft2(2.0 * moved.real)
+        moved = torch.fft.ifft2(_pad_full(plus_spectra, self._padded_plus))
+        moved = (moved * self._ramps).sum(dim=0)
+        spectrum = _pad_half(zero_spectrum, self._padded_zero) + torch.fft.rfft2(2.0 * moved.real)
         image = torch.fft.irfft2(spectrum * self._filter, s=(2 * h, 2 * w))
         # The 2x grid's inverse FFT divides by 4x the pixels: back to the frames' units.
         return 4.0 * image + mean
@@ -182,9 +189,12 @@ def coarse_otf_on(
     return otf.values(np.hypot(fy + k[0], fx + k[1]))
 
 
-def _pad_full(spectra: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Zero-pad ``fft2`` spectra of ``(h, w)`` to ``(2h, 2w)`` (Fourier interpolation)."""
-    out = spectra.new_zeros((*spectra.shape[:-2], 2 * h, 2 * w))
+def _pad_full(spectra: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Zero-pad ``fft2`` spectra of ``(h, w)`` into ``out`` of ``(2h, 2w)`` (interpolation).
+
+    ``out`` is zero outside the corners written here.
+    """
+    h, w = spectra.shape[-2:]
     hy, hx = h // 2, w // 2
     out[..., :hy, :hx] = spectra[..., :hy, :hx]
     out[..., :hy, -hx:] = spectra[..., :hy, -hx:]
@@ -193,10 +203,10 @@ def _pad_full(spectra: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return out
 
 
-def _pad_half(spectrum: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Zero-pad an ``rfft2`` spectrum of ``(h, w)`` to the ``rfft2`` grid of ``(2h, 2w)``."""
-    out = spectrum.new_zeros((2 * h, w + 1))
-    hy, hx = h // 2, w // 2
+def _pad_half(spectrum: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Zero-pad an ``rfft2`` spectrum of ``(h, w)`` into ``out``, the grid of ``(2h, 2w)``."""
+    h = spectrum.shape[-2]
+    hy, hx = h // 2, (out.shape[-1] - 1) // 2
     out[:hy, :hx] = spectrum[:hy, :hx]
     out[-hy:, :hx] = spectrum[-hy:, :hx]
     return out
