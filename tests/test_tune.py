@@ -1,6 +1,7 @@
 """sn2n-live tune on the simulated microscope: a real sweep, judged against the ground truth."""
 
 import base64
+import itertools
 import json
 import re
 
@@ -55,10 +56,13 @@ def test_sweep_measures_every_dose_and_reports_progress(sweep):
     for d in result.doses:
         assert 0 <= d.risk_fraction <= 1
         assert abs(d.shift_px[0]) < 10
-    # The sample drifts 0.3, 0.2 px/s: the reference, taken last, is found shifted, most
-    # from the first dose (acquired earliest); the last dose comes just before it.
+    # The sample drifts 0.3, 0.2 px/s of wall-clock microscope time: the reference, taken
+    # last, is found shifted, most from the first dose (acquired earliest). How far depends
+    # on the machine's speed; the doses between the first and the last expose for at least
+    # 18 x 38 ms, which the drift turns into >= 0.2 px along y.
     shifts = [abs(d.shift_px[0]) for d in result.doses]
-    assert shifts[0] > 1.0 and shifts[0] > shifts[-1], shifts
+    assert shifts[0] > shifts[-1] + 0.1, shifts
+    assert all(a >= b - 0.05 for a, b in itertools.pairwise(shifts)), shifts
     # The simulated sample bleaches (mixed structures); under SIM stripes a pixel gets
     # about half the frame's dose on average, so the fit over the sweep sees ~half the rate.
     from sn2n_live.acquisition import DEFAULT_BLEACH_RATE_PER_MS
