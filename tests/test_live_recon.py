@@ -140,3 +140,62 @@ def test_reconstruct_command_fills_a_run_offline_from_raw_or_denoised(tmp_path, 
     assert missing.exit_code != 0 and "no readable run.json" in missing.output
     doc = json.loads((run / "run.json").read_text())
     assert doc["reconstruction"] is None
+
+
+def test_the_preview_widget_shows_the_live_reconstruction_in_step_with_the_raw_pane(
+    tmp_path, package, qtbot
+):
+    pytest.importorskip("pytestqt", reason="needs pytest-qt")
+    from qtpy.QtCore import QEvent, QPointF, Qt
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    from sn2n_live.acquisition import (
+        build_events,
+        live_denoise,
+        open_microscope,
+        profile_run_options,
+    )
+    from sn2n_live.preview import DenoisePreviewWidget, auto_limits, to_rgba
+
+    profile = load_profile(_profile(tmp_path, "preview", "thread"))
+    denoiser = build_profile_denoiser(profile, package)
+    w = DenoisePreviewWidget(provenance=denoiser.provenance, refresh_ms=20)
+    qtbot.addWidget(w)
+    w.resize(900, 520)
+    w.show()
+    qtbot.waitExposed(w)
+    w.set_overlay("reconstruction", True)
+    with open_microscope(profile) as core:
+        events = build_events(profile, core)
+        with live_denoise(core, model=denoiser, out=tmp_path / "run", events=events,
+                          **profile_run_options(profile)) as handler:  # fmt: skip
+            w.set_handler(handler)
+            thread = core.run_mda(events)
+            # The widget's timer takes each new reconstruction as the run goes on.
+            qtbot.waitUntil(lambda: w.state.recon is not None, timeout=120_000)
+            thread.join()
+        handler.wait()
+    w.refresh()
+    latest = handler.latest_recon()
+    assert w.state.recon is latest.image and w.state.recon_set == latest.set_number
+    w.set_overlay("reconstruction", True)  # renders now, on this thread
+    raw_px, recon_px = w.grab_panes()
+    assert raw_px.shape == (256, 256, 4) and recon_px.shape == (512, 512, 4)
+    np.testing.assert_array_equal(recon_px, to_rgba(latest.image, auto_limits(latest.image)))
+    assert w.denoised_title.text() == f"SIM reconstruction, 2x (set {latest.set_number})"
+    # Linked zoom and pan: the same field in both panes, at twice the coordinates.
+    w.raw_pane.zoom_at(2.0, QPointF(w.raw_pane.width() * 0.3, w.raw_pane.height() * 0.4))
+    zoom, cx, cy = w.raw_pane.view()
+    assert w.denoised_pane.view() == pytest.approx((zoom, 2 * cx, 2 * cy))
+    # The readout under the cursor on the reconstruction: its pixel and the camera's.
+    pos = QPointF(w.denoised_pane.width() / 2, w.denoised_pane.height() / 2)
+    row, col = w.denoised_pane.pixel_at(pos)
+    move = QMouseEvent(QEvent.Type.MouseMove, pos, w.denoised_pane.mapToGlobal(pos),
+                       Qt.MouseButton.NoButton, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    QApplication.sendEvent(w.denoised_pane, move)
+    text = w.readout_label.text()
+    assert f"x {col // 2}  y {row // 2} " in text and f"SIM {latest.image[row, col]:.1f}" in text
+    w.set_overlay("reconstruction", False)
+    assert w.grab_panes()[1].shape == (256, 256, 4) and w.denoised_title.text() == "denoised"

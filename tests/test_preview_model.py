@@ -161,6 +161,26 @@ def test_overlays_change_their_pane_and_off_restores_it():
     np.testing.assert_array_equal(den3, den0)
 
 
+def test_the_reconstruction_overlay_shows_it_in_the_denoised_pane_with_its_own_limits():
+    state = PreviewState(overlays={"reconstruction", "residual", "risk"})
+    state.take(LatestPair(**{**_pair().__dict__, "risk": np.ones((16, 16), np.float32)}))
+    without = render_panes(state)[1]  # none given yet: the residual, veiled
+    recon = np.linspace(-5, 900, 32 * 32, dtype=np.float32).reshape(32, 32)
+    state.recon, state.recon_set = recon, 3
+    raw, den = render_panes(state)
+    assert den.shape == (32, 32, 4) and not np.array_equal(den[:16, :16], without)
+    assert state.limits_denoised == auto_limits(recon)  # not linked to the raw pane's
+    np.testing.assert_array_equal(den, to_rgba(recon, auto_limits(recon)))
+    np.testing.assert_array_equal(raw, to_rgba(RAW, auto_limits(RAW)))
+    # The readout reads the reconstruction's own pixel (twice as fine) while it is shown.
+    reading = state.readout(2, 3, recon_pixel=(5, 7))
+    assert reading.raw_adu == RAW[2, 3] and reading.recon_value == recon[5, 7]
+    assert f"SIM {recon[5, 7]:.1f}" in reading.text()
+    state.overlays = {"residual"}
+    assert state.readout(2, 3, recon_pixel=(5, 7)).recon_value is None
+    assert render_panes(state)[1].shape == (16, 16, 4)
+
+
 def test_risk_of_another_shape_is_not_drawn():
     state = PreviewState(overlays={"risk"})
     state.take(LatestPair(**{**_pair().__dict__, "risk": np.ones((4, 4))}))

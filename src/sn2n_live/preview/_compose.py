@@ -24,11 +24,12 @@ __all__ = ["pane_images", "render_panes"]
 def pane_images(state: PreviewState) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Pick the images under the colormap: the raw pane's and the denoised pane's.
 
-    The raw pane shows the SIM widefield image when that overlay is on and one was given.
+    The raw pane shows the SIM widefield image when that overlay is on and one was given,
+    the denoised pane the SIM reconstruction likewise.
     """
-    left = state.raw
-    if "widefield" in state.overlays and state.widefield is not None:
-        left = state.widefield
+    left = state.widefield if state.showing_widefield() else state.raw
+    if state.denoised is not None and state.showing_recon():
+        return left, state.recon
     return left, state.denoised
 
 
@@ -39,6 +40,10 @@ def _limits(
         if state.linked:
             return state.manual_raw, state.manual_raw
         return state.manual_raw, state.manual_denoised
+    if state.showing_recon():  # Wiener filtering changes the range: limits of its own
+        return auto_limits(left, percentiles=state.percentiles), auto_limits(
+            right, percentiles=state.percentiles
+        )
     if state.linked:
         both = auto_limits(left, right, percentiles=state.percentiles)
         return both, both
@@ -57,7 +62,9 @@ def render_panes(state: PreviewState) -> tuple[np.ndarray, np.ndarray]:
         ``(raw_rgba, denoised_rgba)``, each ``(H, W, 4)`` uint8; ``(0, 0, 4)`` before the
         first pair. The residual overlay replaces the denoised image by ``raw - denoised``
         in a diverging map centred at 0 (limits symmetric, its own); the risk overlay
-        veils the denoised pane red where the pair's risk is high.
+        veils the denoised pane red where the pair's risk is high. The reconstruction
+        overlay shows the SIM reconstruction in the denoised pane (``(2H, 2W, 4)``), with
+        auto limits of its own, and neither of the other two.
     """
     left, right = pane_images(state)
     if left is None or right is None:
@@ -66,6 +73,8 @@ def render_panes(state: PreviewState) -> tuple[np.ndarray, np.ndarray]:
     lim_left, lim_right = _limits(state, left, right)
     state.limits_raw, state.limits_denoised = lim_left, lim_right
     raw_rgba = to_rgba(left, lim_left, state.colormap)
+    if state.showing_recon():
+        return raw_rgba, to_rgba(right, lim_right, state.colormap)
     if "residual" in state.overlays and state.raw is not None:
         res = residual(state.raw, right)
         den_rgba = to_rgba(res, residual_limits(res), DIVERGING)

@@ -32,8 +32,8 @@ __all__ = [
 ]
 
 ContrastMode = Literal["auto", "manual"]
-Overlay = Literal["residual", "risk", "widefield"]
-OVERLAYS: tuple[Overlay, ...] = ("residual", "risk", "widefield")
+Overlay = Literal["residual", "risk", "widefield", "reconstruction"]
+OVERLAYS: tuple[Overlay, ...] = ("residual", "risk", "widefield", "reconstruction")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class Readout:
     denoised_adu: float
     raw_photons: float | None = None
     denoised_photons: float | None = None
+    recon_value: float | None = None
 
     def text(self) -> str:
         """One line for the readout label."""
@@ -84,10 +85,11 @@ class Readout:
             extra = "" if photons is None else f" ({photons:.1f} photons)"
             return f"{name} {adu:.1f} ADU{extra}"
 
-        return (
+        line = (
             f"x {self.col}  y {self.row}   {one('raw', self.raw_adu, self.raw_photons)}   "
             f"{one('denoised', self.denoised_adu, self.denoised_photons)}"
         )
+        return line if self.recon_value is None else f"{line}   SIM {self.recon_value:.1f}"
 
 
 @dataclass
@@ -102,6 +104,10 @@ class PreviewState:
         Hallucination-risk map of the pair (0..1), if it carries one (``pair.risk``).
     widefield : numpy.ndarray or None
         Widefield image of the latest complete SIM set, when one was given.
+    recon : numpy.ndarray or None
+        The newest live SIM reconstruction (``(2H, 2W)``), when the run makes them.
+    recon_set : int or None
+        Which set of the run it reconstructs.
     frame : int or None
         Frame number of the pair shown.
     index : dict of str to int
@@ -123,7 +129,8 @@ class PreviewState:
     overlays : set of str
         Enabled overlays: ``"residual"`` (raw - denoised in the denoised pane), ``"risk"``
         (red veil over the denoised pane), ``"widefield"`` (the SIM widefield image in the
-        raw pane).
+        raw pane), ``"reconstruction"`` (the SIM reconstruction in the denoised pane, in
+        place of the denoised frame; residual and risk then stay off that pane).
     limits_raw, limits_denoised : tuple of float or None
         The limits last used to render each pane.
     stats : LiveStats or None
@@ -140,6 +147,8 @@ class PreviewState:
     denoised: np.ndarray | None = None
     risk: np.ndarray | None = None
     widefield: np.ndarray | None = None
+    recon: np.ndarray | None = None
+    recon_set: int | None = None
     frame: int | None = None
     index: dict[str, int] = field(default_factory=dict)
     latency_ms: float | None = None
@@ -185,7 +194,8 @@ class PreviewState:
 
     def clear(self) -> None:
         """Forget the pair and the statistics (a new run starts)."""
-        self.raw = self.denoised = self.risk = self.widefield = None
+        self.raw = self.denoised = self.risk = self.widefield = self.recon = None
+        self.recon_set = None
         self.frame, self.index, self.latency_ms, self.data_check = None, {}, None, None
         self.limits_raw = self.limits_denoised = None
         self.stats, self._seen_at, self._arrival = None, None, None
@@ -204,14 +214,33 @@ class PreviewState:
         seen = now - self._seen_at if self._seen_at is not None else 0.0
         return (self.latency_ms or 0.0) / 1e3 + seen
 
-    def readout(self, row: int, col: int) -> Readout | None:
-        """Both panes' values at ``(row, col)`` of the pair, or None outside it."""
+    def showing_widefield(self) -> bool:
+        """Whether the raw pane shows the SIM widefield image (overlay on, one there)."""
+        return "widefield" in self.overlays and self.widefield is not None
+
+    def showing_recon(self) -> bool:
+        """Whether the denoised pane shows the SIM reconstruction (overlay on, one there)."""
+        return "reconstruction" in self.overlays and self.recon is not None
+
+    def readout(
+        self, row: int, col: int, recon_pixel: tuple[int, int] | None = None
+    ) -> Readout | None:
+        """Both panes' values at ``(row, col)`` of the pair, or None outside it.
+
+        ``recon_pixel``: the reconstruction's pixel under the cursor, read too while the
+        reconstruction is shown (it samples the field twice as finely).
+        """
         if self.raw is None or self.denoised is None:
             return None
         h, w = self.raw.shape[-2:]
         if not (0 <= row < h and 0 <= col < w):
             return None
         raw, den = float(self.raw[row, col]), float(self.denoised[row, col])
+        recon_value, recon = None, self.recon if self.showing_recon() else None
+        if recon_pixel is not None and recon is not None:
+            r, c = recon_pixel
+            if 0 <= r < recon.shape[-2] and 0 <= c < recon.shape[-1]:
+                recon_value = float(recon[r, c])
         cam = self.camera
         return Readout(
             row,
@@ -220,6 +249,7 @@ class PreviewState:
             den,
             None if cam is None else cam.photons(raw),
             None if cam is None else cam.photons(den),
+            recon_value,
         )
 
 

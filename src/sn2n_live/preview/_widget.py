@@ -234,10 +234,14 @@ class DenoisePreviewWidget(QWidget):
         display.addStretch(1)
 
         self.raw_pane, self.denoised_pane = self._make_panes()
+        self.raw_title, self.denoised_title = QLabel("raw"), QLabel("denoised")
         panes = QHBoxLayout()
-        for title, pane in (("raw", self.raw_pane), ("denoised", self.denoised_pane)):
+        for title, pane in (
+            (self.raw_title, self.raw_pane),
+            (self.denoised_title, self.denoised_pane),
+        ):
             column = QVBoxLayout()
-            column.addWidget(QLabel(title))
+            column.addWidget(title)
             column.addWidget(pane, 1)
             panes.addLayout(column, 1)
 
@@ -260,10 +264,14 @@ class DenoisePreviewWidget(QWidget):
         self.colormap_combo.currentTextChanged.connect(self.set_colormap)
         for name, box in self.overlay_boxes.items():
             box.toggled.connect(lambda on, name=name: self.set_overlay(name, on))
-        self.raw_pane.view_changed.connect(lambda *v: self._follow_view(self.denoised_pane, v))
-        self.denoised_pane.view_changed.connect(lambda *v: self._follow_view(self.raw_pane, v))
-        self.raw_pane.hovered.connect(self._on_hover)
-        self.denoised_pane.hovered.connect(self._on_hover)
+        self.raw_pane.view_changed.connect(
+            lambda *v: self._follow_view(self.raw_pane, self.denoised_pane, v)
+        )
+        self.denoised_pane.view_changed.connect(
+            lambda *v: self._follow_view(self.denoised_pane, self.raw_pane, v)
+        )
+        self.raw_pane.hovered.connect(lambda r, c: self._on_hover(self.raw_pane, r, c))
+        self.denoised_pane.hovered.connect(lambda r, c: self._on_hover(self.denoised_pane, r, c))
         self._sync_controls()
 
     def _make_panes(self) -> tuple[ZoomPanPane, ZoomPanPane]:
@@ -366,6 +374,11 @@ class DenoisePreviewWidget(QWidget):
                 self.state.widefield = widefield
                 if "widefield" in self.state.overlays:
                     self._render()
+            recon = handler.latest_recon()  # the same object until a newer one is made
+            if recon is not None and recon.image is not self.state.recon:
+                self.state.recon, self.state.recon_set = recon.image, recon.set_number
+                if "reconstruction" in self.state.overlays:
+                    self._render()
         self.show_pair(handler.latest(), handler.stats(), background=background)
 
     def show_pair(
@@ -397,8 +410,21 @@ class DenoisePreviewWidget(QWidget):
 
     # -- settings ------------------------------------------------------------------------
 
+    def set_recon(self, image: np.ndarray | None, set_number: int | None = None) -> None:
+        """Give a SIM reconstruction (``(2H, 2W)``; None: forget it) to show.
+
+        What :meth:`refresh` takes from ``handler.latest_recon()``; the reconstruction
+        overlay shows it in the denoised pane.
+        """
+        self.state.recon = None if image is None else np.asarray(image)
+        self.state.recon_set = None if image is None else set_number
+        self._render()
+
     def set_overlay(self, name: str, on: bool) -> None:
-        """Switch an overlay (``"residual"``, ``"risk"``, ``"widefield"``) on or off."""
+        """Switch an overlay on or off.
+
+        ``"residual"``, ``"risk"``, ``"widefield"`` or ``"reconstruction"``.
+        """
         if name not in OVERLAYS:
             raise ValueError(f"overlay must be one of {OVERLAYS}; got {name!r}.")
         if on:
@@ -479,9 +505,19 @@ class DenoisePreviewWidget(QWidget):
         raw_rgba, den_rgba = render_panes(self.state)
         self._show_rendered(raw_rgba, den_rgba)
 
-    def _show_rendered(self, raw_rgba: np.ndarray, den_rgba: np.ndarray) -> None:
+    def _show_rendered(
+        self, raw_rgba: np.ndarray, den_rgba: np.ndarray, state: PreviewState | None = None
+    ) -> None:
         self.raw_pane.set_image(raw_rgba)
+        resized = self.denoised_pane.rgba().shape[:2] != den_rgba.shape[:2]
         self.denoised_pane.set_image(den_rgba)
+        if resized and self.link_views and raw_rgba.size:  # the other sampling, same field
+            self._follow_view(self.raw_pane, self.denoised_pane, self.raw_pane.view())
+        s = self.state if state is None else state
+        self.raw_title.setText("widefield (SIM set)" if s.showing_widefield() else "raw")
+        self.denoised_title.setText(
+            f"SIM reconstruction, 2x (set {s.recon_set})" if s.showing_recon() else "denoised"
+        )
         self._sync_controls()
 
     def _render_in_background(self) -> None:
@@ -520,7 +556,7 @@ class DenoisePreviewWidget(QWidget):
         if generation == self._render_generation:
             self.state.limits_raw = snapshot.limits_raw
             self.state.limits_denoised = snapshot.limits_denoised
-            self._show_rendered(raw_rgba, den_rgba)
+            self._show_rendered(raw_rgba, den_rgba, snapshot)
         if self._render_again:
             self._render_again = False
             self._render_in_background()
@@ -562,12 +598,24 @@ class DenoisePreviewWidget(QWidget):
             denoised_limits=(self.den_min.value(), self.den_max.value()),
         )
 
-    def _follow_view(self, other: ZoomPanPane, view: tuple[float, ...]) -> None:
+    def _follow_view(self, moved: ZoomPanPane, other: ZoomPanPane, view: tuple[float, ...]) -> None:
+        # Zoom is relative to the fitted image, the centre in image pixels: a pane showing
+        # the 2x reconstruction gets the same field at twice the coordinates.
         if self.link_views:
-            other.set_view(*view)
+            zoom, cx, cy = view
+            sy, sx = _sampling(other, moved)
+            other.set_view(zoom, cx * sx, cy * sy)
 
-    def _on_hover(self, row: int, col: int) -> None:
-        value = self.readout(row, col) if row >= 0 else None
+    def _on_hover(self, pane: ZoomPanPane, row: int, col: int) -> None:
+        value = None
+        if row >= 0:
+            sy, sx = _sampling(self.raw_pane, pane)  # camera pixels per pane pixel
+            cam_row, cam_col = int(row * sy), int(col * sx)
+            ry, rx = _sampling(self.denoised_pane, self.raw_pane)
+            recon_pixel = (
+                (row, col) if pane is self.denoised_pane else (int(row * ry), int(col * rx))
+            )
+            value = self.state.readout(cam_row, cam_col, recon_pixel)
         self.readout_label.setText(value.text() if value is not None else " ")
 
     def _show_status(self, now: float | None = None) -> None:
@@ -619,6 +667,14 @@ class DenoisePreviewWidget(QWidget):
 def _is_core(source: object) -> bool:
     """Whether ``source`` is a pymmcore-plus core (not a handler or live view)."""
     return not hasattr(source, "latest") and hasattr(source, "startContinuousSequenceAcquisition")
+
+
+def _sampling(to: ZoomPanPane, of: ZoomPanPane) -> tuple[float, float]:
+    """Pixels of ``to``'s image per pixel of ``of``'s, ``(y, x)``; 1 before both have one."""
+    (th, tw), (oh, ow) = to.rgba().shape[:2], of.rgba().shape[:2]
+    if not (th and tw and oh and ow):
+        return 1.0, 1.0
+    return th / oh, tw / ow
 
 
 def _spin() -> QDoubleSpinBox:
