@@ -557,12 +557,7 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results["machine"]["load_avg_at_end"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "acquisition_overhead.json"
-    path.write_text(json.dumps(results, indent=2))
-    print_summary(results)
-    print(f"wrote {path}")
+    save_results(results, "acquisition_overhead.json")
 
 
 def preview_main(repeats: int) -> None:
@@ -607,14 +602,12 @@ def preview_main(repeats: int) -> None:
             results["cameras"][key] = data
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results["machine"]["load_avg_at_end"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "acquisition_overhead_preview.json"
-    path.write_text(json.dumps(results, indent=2))
-    print_summary(results)
-    for key, data in results["cameras"].items():
-        print(f"{key}: previewed / qt-without-preview = {data['preview_cost_ratio']:.3f}")
-    print(f"wrote {path}")
+    save_results(
+        results,
+        "acquisition_overhead_preview.json",
+        {k: f"previewed / qt-without-preview = {d['preview_cost_ratio']:.3f}"
+         for k, d in results["cameras"].items()},
+    )  # fmt: skip
 
 
 def _saved_calibration(size: int) -> Any:
@@ -677,14 +670,12 @@ def recon_main(repeats: int) -> None:
         results["cameras"]["democam_512_10ms_sim"] = data
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results["machine"]["load_avg_at_end"] = os.getloadavg()
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "acquisition_overhead_recon.json"
-    path.write_text(json.dumps(results, indent=2))
-    print_summary(results)
-    for key, data in results["cameras"].items():
-        print(f"{key}: with / without reconstruction = {data['recon_cost_ratio']}")
-    print(f"wrote {path}")
+    save_results(
+        results,
+        "acquisition_overhead_recon.json",
+        {k: f"with / without reconstruction = {d['recon_cost_ratio']}"
+         for k, d in results["cameras"].items()},
+    )  # fmt: skip
 
 
 def simulated(repeats: int, denoiser: BenchDenoiser, tmp: Path) -> dict[str, Any]:
@@ -708,6 +699,18 @@ def simulated(repeats: int, denoiser: BenchDenoiser, tmp: Path) -> dict[str, Any
             tmp,
         ),
     )
+
+
+def save_results(results: dict[str, Any], name: str, ratios: dict[str, str] | None = None) -> None:
+    """Record the load at the end, write ``RESULTS/name``, print the summary and ratios."""
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(results, indent=2))
+    print_summary(results)
+    for key, line in (ratios or {}).items():
+        print(f"{key}: {line}")
+    print(f"wrote {path}")
 
 
 def print_summary(results: dict[str, Any]) -> None:

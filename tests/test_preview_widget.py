@@ -20,10 +20,11 @@ import zarr
 pytest.importorskip("qtpy", reason="needs qtpy and a Qt binding")
 pytest.importorskip("pytestqt", reason="needs pytest-qt")
 
-from qtpy.QtCore import QEvent, QPoint, QPointF, Qt
-from qtpy.QtGui import QMouseEvent, QWheelEvent
+from qtpy.QtCore import QEvent, QPointF, Qt
+from qtpy.QtGui import QMouseEvent
 from qtpy.QtWidgets import QApplication
 
+from _preview_screen import wheel
 from _run_checks import assert_record_matches_stores
 from sn2n_live.acquisition import LiveDenoiseHandler, live_denoise
 from sn2n_live.method._denoiser import Denoiser
@@ -87,15 +88,6 @@ def _run_while_polling(core, w, handler, events, qtbot, until=None):
 
     qtbot.waitUntil(done, timeout=WAIT_MS)
     return th, shown
-
-
-def _wheel(pane, steps: int, pos: QPointF) -> None:
-    event = QWheelEvent(
-        pos, pane.mapToGlobal(pos), QPoint(0, 0), QPoint(0, 120 * steps),
-        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
-        Qt.ScrollPhase.NoScrollPhase, False,
-    )  # fmt: skip
-    QApplication.sendEvent(pane, event)
 
 
 def _mouse(pane, kind: QEvent.Type, pos: QPointF, buttons: Qt.MouseButton) -> None:
@@ -201,7 +193,7 @@ def test_the_widget_shows_a_live_run_as_it_goes(core, denoiser, qtbot, tmp_path)
 def _check_linked_zoom_and_pan(w: DenoisePreviewWidget, qtbot) -> None:
     raw_pane, den_pane = w.raw_pane, w.denoised_pane
     assert raw_pane.view() == den_pane.view() == (1.0, SIDE / 2, SIDE / 2)
-    _wheel(raw_pane, 2, QPointF(raw_pane.width() / 4, raw_pane.height() / 4))
+    wheel(raw_pane, 2, QPointF(raw_pane.width() / 4, raw_pane.height() / 4))
     zoom, cx, cy = raw_pane.view()
     assert zoom == pytest.approx(1.25**2) and (cx, cy) != (SIDE / 2, SIDE / 2)
     assert den_pane.view() == raw_pane.view()
@@ -216,7 +208,7 @@ def _check_linked_zoom_and_pan(w: DenoisePreviewWidget, qtbot) -> None:
     assert z2 == zoom and cx2 < cx and cy2 == pytest.approx(cy)
     assert raw_pane.view() == den_pane.view()
     w.link_views = False
-    _wheel(raw_pane, -1, start)
+    wheel(raw_pane, -1, start)
     assert raw_pane.view() != den_pane.view()
     w.link_views = True
     qtbot.wait(10)  # paint events run with the zoomed views
