@@ -40,11 +40,8 @@ def _limits(
         if state.linked:
             return state.manual_raw, state.manual_raw
         return state.manual_raw, state.manual_denoised
-    if state.showing_recon():  # Wiener filtering changes the range: limits of its own
-        return auto_limits(left, percentiles=state.percentiles), auto_limits(
-            right, percentiles=state.percentiles
-        )
-    if state.linked:
+    # The reconstruction gets limits of its own: Wiener filtering changes the range.
+    if state.linked and not state.showing_recon():
         both = auto_limits(left, right, percentiles=state.percentiles)
         return both, both
     return (
